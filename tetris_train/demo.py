@@ -1,0 +1,43 @@
+"""Play one game with a fixed player and print the board: a look at the environment."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from .env import TetrisEnv
+from .players import HeuristicPlayer, RandomPlayer
+
+
+def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
+    """Play one seeded game of at most ``pieces`` placements; return its final info and board."""
+    env = TetrisEnv(max_pieces=pieces, render_mode="ansi")
+    agent = HeuristicPlayer(env) if player == "heuristic" else RandomPlayer(seed)
+    obs, info = env.reset(seed=seed)
+    start = time.perf_counter()
+    terminated = truncated = False
+    while not (terminated or truncated):
+        obs, _, terminated, truncated, info = env.step(agent.act(obs, info["action_mask"]))
+    elapsed = time.perf_counter() - start
+    return {**info, "terminated": terminated, "seconds": elapsed, "board": env.render()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="tetris-train", description=__doc__)
+    parser.add_argument("--player", choices=("heuristic", "random"), default="heuristic")
+    parser.add_argument("--pieces", type=int, default=500, help="cap on placements (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.pieces < 1:
+        parser.error(f"--pieces={args.pieces} is invalid: expected an integer >= 1")
+    result = play(args.player, args.pieces, args.seed)
+    print(result["board"])
+    ending = "topped out" if result["terminated"] else "reached the piece cap"
+    rate = result["pieces"] / max(result["seconds"], 1e-9)
+    print(
+        f"{args.player} player, seed {args.seed}: {ending} after {result['pieces']} pieces, "
+        f"{result['total_lines']} lines, score {result['score']} ({rate:,.0f} placements/s)"
+    )
+    return 0

@@ -1,0 +1,55 @@
+"""Fixed players that need no training: yardsticks for agents and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Optional
+
+import numpy as np
+
+from .env import TetrisEnv
+
+# Pierre Dellacherie's hand-set weights over unscaled afterstate features.
+DELLACHERIE_WEIGHTS: Mapping[str, float] = {
+    "landing_height": -1.0,
+    "eroded_cells": 1.0,
+    "row_transitions": -1.0,
+    "column_transitions": -1.0,
+    "holes": -4.0,
+    "cumulative_wells": -1.0,
+}
+
+
+class RandomPlayer:
+    """Picks uniformly among the distinct placements of the current piece."""
+
+    def __init__(self, seed: Optional[int] = None):
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, action_mask: np.ndarray) -> int:
+        return int(self._rng.choice(np.flatnonzero(action_mask)))
+
+
+class HeuristicPlayer:
+    """Greedy one-piece player: the placement whose afterstate scores best under linear weights."""
+
+    def __init__(self, env: TetrisEnv, weights: Mapping[str, float] = DELLACHERIE_WEIGHTS):
+        if env.config.observation != "afterstates":
+            raise ValueError(
+                f"HeuristicPlayer needs EnvConfig.observation='afterstates', got {env.config.observation!r}"
+            )
+        names = list(env.feature_names)
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"unknown feature {unknown[0]!r} in heuristic weights; allowed: {', '.join(names)}")
+        self._weights = np.zeros(len(names))
+        for name, weight in weights.items():
+            self._weights[names.index(name)] = weight
+        self._weights *= env.feature_scale  # undo the observation's scaling
+        self._top_out = names.index("top_out")
+
+    def act(self, obs: np.ndarray, action_mask: np.ndarray) -> int:
+        scores = obs.astype(np.float64) @ self._weights
+        scores[obs[:, self._top_out] > 0] = -np.inf
+        scores[~action_mask] = -np.inf
+        return int(np.argmax(scores))
