@@ -148,7 +148,7 @@ def test_make_env_works_with_sb3_vec_env():
 
 def test_demo_runs_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "tetris_train", "--pieces", "60", "--seed", "2"],
+        [sys.executable, "-m", "tetris_train.demo", "--pieces", "60", "--seed", "2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -160,6 +160,6 @@ def test_demo_runs_as_a_module():
 
 def test_demo_rejects_bad_input():
     result = subprocess.run(
-        [sys.executable, "-m", "tetris_train", "--pieces", "0"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tetris_train.demo", "--pieces", "0"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0 and "--pieces=0" in result.stderr and "Traceback" not in result.stderr

@@ -1,6 +1,4 @@
-import sys
-
-from .demo import main
+from .main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,7 +25,7 @@ def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="tetris-train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tetris_train.demo", description=__doc__)
     parser.add_argument("--player", choices=("heuristic", "random"), default="heuristic")
     parser.add_argument("--pieces", type=int, default=500, help="cap on placements (default 500)")
     parser.add_argument("--seed", type=int, default=0)
@@ -41,3 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{result['total_lines']} lines, score {result['score']} ({rate:,.0f} placements/s)"
     )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

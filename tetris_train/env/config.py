@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
 
+from ..validation import check, is_int, is_number
+
 OBSERVATION_MODES = ("afterstates", "board")
 RENDER_MODES = ("ansi", "rgb_array")
 MIN_SIZE = 4  # the I piece lies 4 wide and stands 4 tall
@@ -30,8 +32,11 @@ class EnvConfig:
     render_mode: Optional[str] = None
 
     def __post_init__(self) -> None:
+        def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+            check(ok, "EnvConfig", name, value, allowed)
+
         given = self.line_rewards
-        numbers = isinstance(given, (list, tuple)) and all(_is_number(v) for v in given)
+        numbers = isinstance(given, (list, tuple)) and all(is_number(v) for v in given)
         _check(
             numbers and len(given) == 5,
             "line_rewards",
@@ -40,15 +45,15 @@ class EnvConfig:
         )
         self.line_rewards = tuple(float(v) for v in given)
         _check(
-            _is_int(self.width) and MIN_SIZE <= self.width <= MAX_WIDTH,
+            is_int(self.width) and MIN_SIZE <= self.width <= MAX_WIDTH,
             "width",
             self.width,
             f"an integer from {MIN_SIZE} to {MAX_WIDTH}",
         )
-        _check(_is_int(self.height) and self.height >= MIN_SIZE, "height", self.height, f"an integer >= {MIN_SIZE}")
-        _check(_is_int(self.preview) and self.preview >= 0, "preview", self.preview, "an integer >= 0")
-        _check(_is_int(self.max_pieces) and self.max_pieces >= 1, "max_pieces", self.max_pieces, "an integer >= 1")
-        _check(_is_number(self.piece_reward), "piece_reward", self.piece_reward, "a number")
+        _check(is_int(self.height) and self.height >= MIN_SIZE, "height", self.height, f"an integer >= {MIN_SIZE}")
+        _check(is_int(self.preview) and self.preview >= 0, "preview", self.preview, "an integer >= 0")
+        _check(is_int(self.max_pieces) and self.max_pieces >= 1, "max_pieces", self.max_pieces, "an integer >= 1")
+        _check(is_number(self.piece_reward), "piece_reward", self.piece_reward, "a number")
         _check(
             self.observation in OBSERVATION_MODES,
             "observation",
@@ -56,7 +61,7 @@ class EnvConfig:
             f"one of {', '.join(OBSERVATION_MODES)}",
         )
         _check(
-            _is_number(self.game_over_penalty) and self.game_over_penalty >= 0,
+            is_number(self.game_over_penalty) and self.game_over_penalty >= 0,
             "game_over_penalty",
             self.game_over_penalty,
             "a number >= 0 (it is subtracted)",
@@ -80,16 +85,3 @@ class EnvConfig:
         if unknown:
             raise ValueError(f"EnvConfig has no field {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
         return cls(**data)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"EnvConfig.{name}={value!r} is invalid: expected {allowed}")

@@ -1,0 +1,198 @@
+"""The entry point as a user runs it: python -m tetris_train in a subprocess, into tmp_path."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tetris_train.agent import read_metadata
+
+SMOKE = ["schedule=smoke", "schedule.tensorboard=true"]
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tetris_train", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_smoke_run_writes_the_run_folder(tmp_path):
+    result = run_cli(tmp_path, *SMOKE, "agent.learning_rate=3e-4")
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert len(runs) == 1
+    run = runs[0]
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "main.log",
+        "checkpoints/final/model.zip",
+        "checkpoints/final/replay_buffer.pkl",
+        "checkpoints/step_0000001000/metadata.json",
+    ):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["agent"]["learning_rate"] == 3e-4 and config["schedule"]["max_timesteps"] == 2000
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["stop_reason"] == "max_timesteps"
+    assert summary["timesteps"] == 2000 and summary["steps_per_s"] > 0 and summary["wall_seconds"] > 0
+    assert summary["objective"] == summary["evaluation"]["mean_lines"]
+    assert summary["evaluation"]["episodes"] == 2
+    assert {"episodes", "recent_episodes"} <= set(summary["training_lines"])
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["time/total_timesteps"]) for r in rows] == [500, 1000, 1500, 2000]
+    assert "rollout/exploration_rate" in rows[0] and "rollout/ep_lines_mean" in rows[0]
+    assert float(rows[-1]["eval/mean_lines"]) == summary["objective"]  # the final evaluation, logged
+    assert read_metadata(run / "checkpoints" / "final")["stop_reason"] == "max_timesteps"
+
+
+@pytest.mark.parametrize(
+    "override, must_say",
+    [
+        ("agent.learning_rate=abc", ["agent.learning_rate=abc", "expected a number"]),
+        ("agent.gamma=2", ["agent.gamma=2", "0 < gamma <= 1"]),
+        ("agent.no_such_key=1", ["agent.no_such_key=1", "no such key", "learning_rate"]),
+        ("schedule=no_such_option", ["schedule=no_such_option", "available", "smoke"]),
+        ("env.width=2", ["env.width=2", "from 4 to 32"]),
+        ("resume=nowhere", ["resume=nowhere", "no such file"]),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):
+    result = run_cli(tmp_path, override)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for words in must_say:
+        assert words in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_target_lines_stops_the_run_and_says_why(tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(
+        tmp_path,
+        *SMOKE,
+        "env.width=4",
+        "env.height=12",
+        "schedule.target_lines=1",
+        "schedule.target_window=5",
+        "schedule.max_timesteps=20000",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "target_lines" and summary["status"] == "finished"
+    assert summary["timesteps"] < 20000
+    assert read_metadata(run / "checkpoints" / "final")["stop_reason"] == "target_lines"
+
+
+def wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.2)
+
+
+def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tetris_train",
+            *SMOKE,
+            "schedule.max_timesteps=1000000",
+            "schedule.log_interval=100",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        metrics = run / "metrics.csv"
+        wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 4, timeout=120)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "resume with" in stdout + stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"
+    stopped_at = summary["timesteps"]
+    checkpoint = Path(summary["checkpoint"])
+    assert read_metadata(checkpoint)["num_timesteps"] == stopped_at and stopped_at % 4 == 0
+
+    target = stopped_at + 400
+    result = run_cli(tmp_path, f"resume={run}", f"schedule.max_timesteps={target}", f"hydra.run.dir={resumed}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["timesteps"] == target
+    assert summary["resumed_from"] == str(checkpoint.resolve())
+    steps = [int(r["time/total_timesteps"]) for r in csv.DictReader(open(resumed / "metrics.csv"))]
+    assert steps[0] == 100 and steps == sorted(steps) and steps[-1] == target  # history carried over
+    # the original run folder is left as it was
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_refuses_to_change_the_agent(tmp_path):
+    run = tmp_path / "run"
+    assert (
+        run_cli(
+            tmp_path, *SMOKE, "schedule.max_timesteps=600", "agent.learning_starts=100", f"hydra.run.dir={run}"
+        ).returncode
+        == 0
+    )
+    result = run_cli(tmp_path, f"resume={run}", "agent.learning_rate=0.5")
+    assert result.returncode == 2 and "only schedule.* and agent.device" in result.stderr
+
+
+@pytest.mark.slow
+def test_installed_package_runs_from_any_folder(tmp_path):
+    """pip install . (not editable): Hydra must still find conf/ inside the installed package."""
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(root),
+        ],
+        check=True,
+        timeout=600,
+    )
+    assert (target / "tetris_train" / "conf" / "schedule" / "smoke.yaml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "tetris_train", *SMOKE, "schedule.max_timesteps=600", "agent.learning_starts=100"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list((work / "outputs" / "runs").glob("*/*/summary.json"))

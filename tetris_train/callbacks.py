@@ -1,0 +1,152 @@
+"""SB3 callbacks for checkpoints, evaluation, metrics and the lines goal.
+
+They all act between rollouts (``on_rollout_start``): there the previous rollout's transitions are
+in the replay buffer, its gradient steps are done and the observation in flight matches the game,
+so a checkpoint taken there resumes exactly. Stopping works the same way: a stop request is
+served at the next such point, after the checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from .agent import TetrisAgent
+from .checkpoints import FINAL, CheckpointStore
+from .env import EnvConfig
+from .evaluation import evaluate, model_policy
+from .stopping import StopControl
+
+log = logging.getLogger(__name__)
+
+
+class BoundaryCallback(BaseCallback):
+    """A callback whose work happens between rollouts, every ``every`` steps (0: never)."""
+
+    def __init__(self, every: int = 0):
+        super().__init__()
+        self.every = every
+        self._next_due: Optional[int] = None
+
+    def _on_training_start(self) -> None:
+        if self.every:
+            self._next_due = (self.model.num_timesteps // self.every + 1) * self.every
+
+    def _on_rollout_start(self) -> None:
+        if self._next_due is not None and self.model.num_timesteps >= self._next_due:
+            self._next_due = (self.model.num_timesteps // self.every + 1) * self.every
+            self._on_due()
+        self._on_boundary()
+
+    def _on_due(self) -> None:
+        """Work done every ``every`` steps."""
+
+    def _on_boundary(self) -> None:
+        """Work done between every two rollouts."""
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def recent_episodes(model: Any, key: str, window: int) -> list[float]:
+    """``key`` of the last ``window`` finished training episodes (SB3 keeps the last 100)."""
+    buffer = list(model.ep_info_buffer or [])[-window:]
+    return [float(info[key]) for info in buffer if key in info]
+
+
+class MetricsCallback(BoundaryCallback):
+    """Writes a row of metrics every ``every`` steps: SB3's own plus lines, pieces and score."""
+
+    def __init__(self, every: int, window: int = 100):
+        super().__init__(every)
+        self.window = window
+
+    def _on_due(self) -> None:
+        self.record()
+
+    def record(self) -> None:
+        for key, name in (("total_lines", "lines"), ("pieces", "pieces"), ("score", "score")):
+            values = recent_episodes(self.model, key, self.window)
+            if values:
+                self.logger.record(f"rollout/ep_{name}_mean", float(np.mean(values)))
+        self.model.dump_logs()
+
+
+class EvalCallback(BoundaryCallback):
+    """Greedy evaluation games on fixed seeds every ``every`` steps, logged under ``eval/``."""
+
+    def __init__(self, every: int, env_config: EnvConfig, episodes: int, seed: int):
+        super().__init__(every)
+        self.env_config, self.episodes, self.seed = env_config, episodes, seed
+        self.history: list[dict[str, Any]] = []
+
+    def _on_due(self) -> None:
+        result = evaluate(model_policy(self.model), self.env_config, self.episodes, self.seed)
+        self.log(result)
+        self.history.append(result)
+        log.info(
+            "step %d: evaluation mean lines %.1f over %d games",
+            result["timesteps"],
+            result["mean_lines"],
+            self.episodes,
+        )
+
+    def log(self, result: dict[str, Any]) -> None:
+        """Record an evaluation's figures for the next metrics row."""
+        result["timesteps"] = int(self.model.num_timesteps)
+        for key in ("mean_lines", "median_lines", "min_lines", "max_lines", "mean_pieces", "reached_cap"):
+            self.logger.record(f"eval/{key}", result[key])
+
+
+class TargetLinesCallback(BoundaryCallback):
+    """Asks to stop once the mean lines of the last ``window`` training episodes reach ``target``."""
+
+    def __init__(self, target: int, window: int, control: StopControl):
+        super().__init__()
+        self.target, self.window, self.control = target, window, control
+
+    def _on_boundary(self) -> None:
+        lines = recent_episodes(self.model, "total_lines", self.window)
+        if len(lines) == self.window and np.mean(lines) >= self.target:
+            log.info(
+                "mean lines %.1f over the last %d episodes reached the goal of %d",
+                np.mean(lines),
+                self.window,
+                self.target,
+            )
+            self.control.request("target_lines")
+
+
+class CheckpointCallback(BoundaryCallback):
+    """Periodic checkpoints every ``every`` steps; on a stop request, one last checkpoint, then stop.
+
+    A run stopped by ``interrupted`` gets a periodic checkpoint, to be resumed; any other stop
+    reason ends the run and writes ``final``. Keep this callback last in the list, so that stop
+    requests made at the same point by the callbacks before it are served at once.
+    """
+
+    def __init__(self, agent: TetrisAgent, store: CheckpointStore, every: int, control: StopControl):
+        super().__init__(every)
+        self.agent, self.store, self.control = agent, store, control
+        self.last_saved: Optional[Path] = None
+        self.stopped_at: Optional[Path] = None
+
+    def _on_due(self) -> None:
+        if self.control.reason is None:
+            self.last_saved = self.store.save_periodic(self.agent)
+
+    def _on_boundary(self) -> None:
+        if self.control.reason is None or self.stopped_at is not None:
+            return
+        if self.control.reason == "interrupted":
+            self.stopped_at = self.store.save_periodic(self.agent, stop_reason="interrupted")
+        else:
+            self.stopped_at = self.store.save_named(self.agent, FINAL, stop_reason=self.control.reason)
+        self.last_saved = self.stopped_at
+
+    def _on_step(self) -> bool:
+        return self.stopped_at is None

@@ -1,0 +1,180 @@
+"""TrainingConfig: the typed schema that Hydra composes from the ``agent``, ``env`` and ``schedule`` groups.
+
+The dataclasses hold every default; the YAML options under ``conf/`` hold only what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from .env.config import EnvConfig
+from .validation import ConfigError, check, is_int, is_number
+
+POLICIES = ("MlpPolicy",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class AgentConfig:
+    """DQN hyperparameters (Stable-Baselines3 names), with Tetris-tuned defaults."""
+
+    policy: str = "MlpPolicy"
+    learning_rate: float = 1e-4
+    buffer_size: int = 100_000
+    batch_size: int = 64
+    gamma: float = 0.99
+    exploration_fraction: float = 0.2
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.05
+    target_update_interval: int = 1000
+    train_freq: int = 4
+    gradient_steps: int = 1
+    learning_starts: int = 10_000
+    net_arch: tuple[int, ...] = (256, 256)
+    tau: float = 1.0
+    max_grad_norm: float = 10.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        def _check(ok: bool, name: str, allowed: str) -> None:
+            check(ok, "AgentConfig", name, getattr(self, name), allowed)
+
+        _check(self.policy in POLICIES, "policy", f"one of {', '.join(POLICIES)}")
+        _check(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a number > 0")
+        for name in ("buffer_size", "batch_size", "target_update_interval", "train_freq", "gradient_steps"):
+            _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
+        _check(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts", "an integer >= 0")
+        _check(is_number(self.gamma) and 0 < self.gamma <= 1, "gamma", "a number with 0 < gamma <= 1")
+        _check(
+            is_number(self.exploration_fraction) and 0 < self.exploration_fraction <= 1,
+            "exploration_fraction",
+            "a number with 0 < exploration_fraction <= 1",
+        )
+        for name in ("exploration_initial_eps", "exploration_final_eps"):
+            value = getattr(self, name)
+            _check(is_number(value) and 0 <= value <= 1, name, f"a number with 0 <= {name} <= 1")
+        _check(is_number(self.tau) and 0 < self.tau <= 1, "tau", "a number with 0 < tau <= 1")
+        _check(is_number(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "a number > 0")
+        sizes = self.net_arch
+        _check(
+            isinstance(sizes, (list, tuple)) and len(sizes) > 0 and all(is_int(n) and n > 0 for n in sizes),
+            "net_arch",
+            "a non-empty list of layer sizes > 0, e.g. [256, 256]",
+        )
+        self.net_arch = tuple(sizes)
+        _check(self.device in DEVICES or str(self.device).startswith("cuda:"), "device", "auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class ScheduleConfig:
+    """How long to train and what to do along the way: checkpoints, evaluation, logging, stopping."""
+
+    max_timesteps: int = 500_000
+    target_lines: Optional[int] = None
+    target_window: int = 10
+    checkpoint_dir: str = "checkpoints"
+    checkpoint_freq: int = 10_000
+    keep_last: int = 2
+    eval_freq: int = 0
+    eval_episodes: int = 10
+    eval_seed: int = 1_000_000
+    log_interval: int = 1_000
+    tensorboard: bool = True
+    progress_bar: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        def _check(ok: bool, name: str, allowed: str) -> None:
+            check(ok, "ScheduleConfig", name, getattr(self, name), allowed)
+
+        for name in ("max_timesteps", "checkpoint_freq", "target_window", "eval_episodes", "log_interval"):
+            _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
+        _check(
+            self.target_lines is None or (is_int(self.target_lines) and self.target_lines > 0),
+            "target_lines",
+            "null (no goal) or an integer > 0",
+        )
+        _check(is_int(self.keep_last) and self.keep_last >= 1, "keep_last", "an integer >= 1")
+        _check(is_int(self.eval_freq) and self.eval_freq >= 0, "eval_freq", "an integer >= 0 (0: only at the end)")
+        _check(is_int(self.eval_seed) and self.eval_seed >= 0, "eval_seed", "an integer >= 0")
+        _check(
+            isinstance(self.checkpoint_dir, str) and self.checkpoint_dir.strip() != "",
+            "checkpoint_dir",
+            "a folder name, relative to the run folder",
+        )
+
+
+# The seed plan named these at the top level; they live in a group now and read through to it.
+_FLAT_NAMES = {f.name: "agent" for f in fields(AgentConfig)} | {
+    "target_lines": "schedule",
+    "max_timesteps": "schedule",
+    "checkpoint_dir": "schedule",
+    "checkpoint_freq": "schedule",
+}
+
+
+@dataclass
+class TrainingConfig:
+    """Everything a training run needs. ``resume`` names a run or checkpoint folder to continue from."""
+
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 0
+    resume: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check(is_int(self.seed) and self.seed >= 0, "TrainingConfig", "seed", self.seed, "an integer >= 0")
+        # configs built from plain dicts (from_dict, OmegaConf.to_object) arrive as dataclasses already
+        if self.agent.learning_starts >= self.schedule.max_timesteps:
+            raise ConfigError(
+                "AgentConfig",
+                "learning_starts",
+                self.agent.learning_starts,
+                f"fewer than schedule.max_timesteps={self.schedule.max_timesteps}, or the run never learns",
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        group = _FLAT_NAMES.get(name)
+        if group is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(getattr(self, group), name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["agent"]["net_arch"] = list(self.agent.net_arch)
+        data["env"]["line_rewards"] = list(self.env.line_rewards)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Build from ``to_dict`` output; the seed plan's flat names (``learning_rate=...``) go to their group."""
+        groups = {"agent": AgentConfig, "env": EnvConfig, "schedule": ScheduleConfig}
+        nested: dict[str, dict[str, Any]] = {name: dict(data.get(name) or {}) for name in groups}
+        top: dict[str, Any] = {}
+        allowed = sorted({f.name for f in fields(cls)} | set(_FLAT_NAMES))
+        for key, value in data.items():
+            if key in groups:
+                continue
+            if key in _FLAT_NAMES:
+                nested[_FLAT_NAMES[key]][key] = value
+            elif key in {f.name for f in fields(cls)}:
+                top[key] = value
+            else:
+                raise ValueError(f"TrainingConfig has no field {key!r}; allowed: {', '.join(allowed)}")
+        built = {}
+        for name, klass in groups.items():
+            known = {f.name for f in fields(klass)}
+            unknown = sorted(set(nested[name]) - known)
+            if unknown:
+                raise ValueError(f"{name} has no field {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+            built[name] = klass(**nested[name])
+        return cls(**built, **top)
+
+
+def register_configs() -> None:
+    """Register the dataclasses in Hydra's ConfigStore as the schema of ``conf/``."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="training_schema", node=TrainingConfig)
