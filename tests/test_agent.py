@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
-from tetris_train.agent import read_metadata
+from tetris_train.agent import CheckpointError, read_metadata
 from tetris_train.checkpoints import CheckpointStore, find_checkpoints, resolve_checkpoint
 from tetris_train.env import make_env
 
@@ -45,18 +46,35 @@ def optimizer_moments(agent: TetrisAgent) -> list[np.ndarray]:
 
 
 def test_agent_builds_dqn_from_the_config():
+    from stable_baselines3 import DQN
+
+    from tetris_train.afterstate import AfterstatePolicy
+
     config = small_config()
     agent = TetrisAgent(make_env(config.env)(), config)
     model = agent.model
-    assert type(model).__name__ == "DQN"
-    assert model.learning_rate == config.agent.learning_rate and model.gamma == config.agent.gamma
+    assert isinstance(model, DQN) and isinstance(model.policy, AfterstatePolicy)
+    assert model.gamma == config.agent.gamma
+    # the learning rate falls linearly from learning_rate to learning_rate_end over the planned run
+    assert model.lr_schedule(1.0) == config.agent.learning_rate and model.lr_schedule(0.0) == 0.0
     assert model.buffer_size == 2_000 and model.batch_size == 32 and model.learning_starts == 200
     assert model.target_update_interval == 100 and model.train_freq.frequency == 4
     sizes = [m.out_features for m in model.q_net.q_net if isinstance(m, torch.nn.Linear)]
-    assert sizes == [32, 32, 40]
+    assert sizes == [32, 32, 1]  # one shared MLP scoring each action's row
     assert agent.timesteps_trained == 0
     action, _ = agent.predict(make_env(config.env)().reset(seed=0)[0])
     assert 0 <= int(action) < 40
+
+
+def test_mlp_policy_on_the_board_observation():
+    config = small_config()
+    config.agent.policy = "MlpPolicy"
+    config.env.observation = "board"
+    agent = TetrisAgent(make_env(config.env)(), config)
+    sizes = [m.out_features for m in agent.model.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    assert sizes == [32, 32, 40]  # SB3's stock network: one output per action
+    agent.train(300)
+    assert agent.timesteps_trained == 300
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -93,7 +111,7 @@ def test_resume_continues_timesteps_and_exploration(tmp_path):
     agent = TetrisAgent(make_env(config.env)(), config)
     agent.train(400)
     eps_at_400 = agent.model.exploration_rate
-    assert 0.05 < eps_at_400 < 1.0  # still decaying: 80 % of 1200 steps
+    assert config.agent.exploration_final_eps < eps_at_400 < 1.0  # still decaying: 80 % of 1200 steps
     agent.save_checkpoint(tmp_path / "ckpt")
     loaded = TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)())
     assert loaded.model.num_timesteps == 400 and loaded.model.exploration_rate == eps_at_400
@@ -102,7 +120,8 @@ def test_resume_continues_timesteps_and_exploration(tmp_path):
     assert loaded.timesteps_trained == loaded.model.num_timesteps == 800
     assert loaded.model._episode_num > episodes
     # ε carries on down its schedule over the planned 1200 steps instead of restarting at 1.0
-    expected = 1.0 + (0.05 - 1.0) * 800 / (0.8 * N)
+    a = config.agent
+    expected = a.exploration_initial_eps + (a.exploration_final_eps - a.exploration_initial_eps) * 800 / (0.8 * N)
     assert loaded.model.exploration_rate == pytest.approx(expected, abs=1e-6)
 
 
@@ -112,7 +131,7 @@ SECOND_HALF = textwrap.dedent(
     import numpy as np, torch
     from tetris_train import TetrisAgent
     from tetris_train.env import make_env
-    from tetris_train.agent import read_metadata
+    from tetris_train.agent import CheckpointError, read_metadata
     from tetris_train.config import TrainingConfig
     config = TrainingConfig.from_dict(read_metadata(sys.argv[1])["config"])
     agent = TetrisAgent.load_checkpoint(sys.argv[1], make_env(config.env)())
@@ -200,10 +219,20 @@ def test_store_keeps_the_newest_periodic_checkpoints_and_named_ones(tmp_path):
 def test_resolve_checkpoint_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         resolve_checkpoint(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint there"):
         resolve_checkpoint(tmp_path)
-    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         TetrisAgent.load_checkpoint(tmp_path, make_env()())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("model.zip", "replay_buffer.pkl", "training_state.pkl"):
+        (broken / name).write_text("")
+    (broken / "metadata.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        resolve_checkpoint(broken)
+    (broken / "model.zip").unlink()
+    with pytest.raises(CheckpointError, match="model.zip missing"):
+        resolve_checkpoint(broken)
 
 
 def test_loading_into_a_different_env_is_refused(tmp_path):
@@ -212,4 +241,42 @@ def test_loading_into_a_different_env_is_refused(tmp_path):
     agent.save_checkpoint(tmp_path / "ckpt")
     with pytest.raises(ValueError, match="[Oo]bservation spaces do not match"):
         TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(EnvConfig(width=8))())
-    assert os.path.isdir(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_swapped_out_by_a_killed_replace_is_still_found(tmp_path):
+    """Replacing ``final`` renames it aside before moving the new one in; a crash between the two
+    renames must not lose it."""
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(100)
+    store = CheckpointStore(tmp_path, "checkpoints", keep_last=2)
+    final = store.save_named(agent, "final")
+    aside = final.parent / f".final.old-{os.getpid() + 1}"
+    os.rename(final, aside)  # the state a crash between the renames leaves
+    assert [p for _, p in find_checkpoints(final.parent)] == [aside]
+    assert resolve_checkpoint(tmp_path) == aside
+    TetrisAgent.load_checkpoint(aside, make_env(config.env)())
+    # once final exists again, the swapped-out copy is no longer listed, and the next save removes it
+    shutil.copytree(aside, final)
+    assert [p for _, p in find_checkpoints(final.parent)] == [final]
+    store.save_periodic(agent)
+    assert not aside.exists()
+
+
+def test_resume_can_change_the_device(tmp_path, monkeypatch):
+    from tetris_train.afterstate import AfterstateDQN
+
+    config = small_config()
+    TetrisAgent(make_env(config.env)(), config).save_checkpoint(tmp_path / "ckpt")
+    seen = {}
+    original = AfterstateDQN.load.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen["device"] = kwargs.get("device")
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AfterstateDQN, "load", classmethod(spy))
+    TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)(), device="cpu")
+    assert seen["device"] == "cpu"
+    TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)())
+    assert seen["device"] == config.agent.device

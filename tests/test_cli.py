@@ -47,13 +47,16 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["stop_reason"] == "max_timesteps"
     assert summary["timesteps"] == 2000 and summary["steps_per_s"] > 0 and summary["wall_seconds"] > 0
-    assert summary["objective"] == summary["evaluation"]["mean_lines"]
-    assert summary["evaluation"]["episodes"] == 2
+    assert summary["objective"] == summary["best"]["mean_lines"] >= summary["final_evaluation"]["mean_lines"]
+    assert summary["final_evaluation"]["episodes"] == 2
+    for name in ("evaluations.jsonl", "learning_curve.png", "checkpoints/best/model.zip"):
+        assert (run / name).exists(), name
     assert {"episodes", "recent_episodes"} <= set(summary["training_lines"])
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["time/total_timesteps"]) for r in rows] == [500, 1000, 1500, 2000]
     assert "rollout/exploration_rate" in rows[0] and "rollout/ep_lines_mean" in rows[0]
-    assert float(rows[-1]["eval/mean_lines"]) == summary["objective"]  # the final evaluation, logged
+    assert float(rows[-1]["eval/mean_lines"]) == summary["final_evaluation"]["mean_lines"]
+    assert rows[1]["eval/mean_lines"] != ""  # the evaluation at step 1000, in its own row
     assert read_metadata(run / "checkpoints" / "final")["stop_reason"] == "max_timesteps"
 
 

@@ -43,15 +43,26 @@ def group_options():
     ]
 
 
-def test_seed_plan_defaults():
+def test_schedule_defaults_are_the_seed_plans():
     config = TrainingConfig()
-    for name, value in SEED_DEFAULTS.items():
-        assert getattr(config.agent, name) == value, name
-        assert getattr(config, name) == value  # the seed plan's flat names read through
     assert config.schedule.target_lines is None and config.target_lines is None
-    assert config.schedule.max_timesteps == 500_000
+    assert config.schedule.max_timesteps == 500_000 and config.max_timesteps == 500_000
     assert config.schedule.checkpoint_freq == 10_000
     assert not Path(config.schedule.checkpoint_dir).is_absolute()
+
+
+def test_seed_plan_names_read_through_to_their_group():
+    config = TrainingConfig()
+    for name in SEED_DEFAULTS:
+        assert getattr(config, name) == getattr(config.agent, name), name
+
+
+def test_defaults_that_differ_from_the_seed_plan_are_the_documented_ones():
+    agent = AgentConfig()
+    changed = {name for name, value in SEED_DEFAULTS.items() if getattr(agent, name) != value}
+    readme = (CONF.parent / "README.md").read_text()
+    for name in changed | {"policy"}:
+        assert f"`{name}`" in readme, f"README does not explain the default of {name}"
 
 
 def test_default_composition_equals_the_schema():

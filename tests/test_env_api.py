@@ -116,8 +116,12 @@ def test_rgb_render_colours_cells():
     frame = env.render()
     assert frame.shape == (8 * 16, 6 * 16, 3) and frame.dtype == np.uint8
     colour = PIECE_COLORS[tetris_train.env.PIECE_NAMES.index(piece)]
-    bottom_left = frame[-8, 8]  # centre of the bottom-left cell
-    assert (bottom_left == colour).all() or env.board[-1, 0] == 0
+    colours = env.board_colors
+    for row, col in zip(*colours.nonzero()):  # every filled cell shows its piece's colour
+        centre = frame[row * 16 + 8, col * 16 + 8]
+        assert (centre == colour).all()
+    empty_row, empty_col = next(zip(*(colours == 0).nonzero()))
+    assert not (frame[empty_row * 16 + 8, empty_col * 16 + 8] == colour).all()
 
 
 def test_make_env_wraps_for_sb3_and_reports_episodes():

@@ -72,3 +72,21 @@ def test_every_action_maps_to_a_legal_placement(width):
             assert 0 <= x <= width - PIECE_WIDTH[p, rot]
             assert x == min(a % width, width - PIECE_WIDTH[p, rot])
     np.testing.assert_array_equal(mask[PIECE_NAMES.index("O")].sum(), width - 1)
+
+
+# Spawn orientations written out cell by cell, independently of the drawings in pieces.py:
+# (row from the bottom, column from the left).
+SPAWN_CELLS = {
+    "I": {(0, 0), (0, 1), (0, 2), (0, 3)},
+    "O": {(0, 0), (0, 1), (1, 0), (1, 1)},
+    "T": {(0, 0), (0, 1), (0, 2), (1, 1)},
+    "S": {(0, 0), (0, 1), (1, 1), (1, 2)},
+    "Z": {(1, 0), (1, 1), (0, 1), (0, 2)},
+    "J": {(1, 0), (0, 0), (0, 1), (0, 2)},
+    "L": {(1, 2), (0, 0), (0, 1), (0, 2)},
+}
+
+
+@pytest.mark.parametrize("piece", PIECE_NAMES)
+def test_spawn_shapes_are_the_tetrominoes(piece):
+    assert normalise(shape_cells(SHAPES[piece][0])) == frozenset(SPAWN_CELLS[piece])

@@ -101,7 +101,7 @@ def test_max_pieces_truncates():
     player = HeuristicPlayer(env)
     obs, info = env.reset(seed=3)
     for i in range(25):
-        obs, _, terminated, truncated, info = env.step(player.act(obs, info["action_mask"]))
+        obs, _, terminated, truncated, info = env.step(int(player(obs[None], info["action_mask"][None])[0]))
         assert not terminated
         assert truncated == (i == 24)
     assert info["pieces"] == 25
@@ -114,7 +114,7 @@ def piece_sequence(seed, n, preview=1):
     pieces = []
     for _ in range(n):
         pieces.append(env.current_piece)
-        obs, _, terminated, _, info = env.step(player.act(obs, info["action_mask"]))
+        obs, _, terminated, _, info = env.step(int(player(obs[None], info["action_mask"][None])[0]))
         assert not terminated
     return pieces
 
@@ -139,7 +139,7 @@ def test_preview_shows_the_coming_pieces():
     player = HeuristicPlayer(env)
     for _ in range(20):
         coming = env.preview_pieces
-        obs, _, _, _, info = env.step(player.act(obs, info["action_mask"]))
+        obs, _, _, _, info = env.step(int(player(obs[None], info["action_mask"][None])[0]))
         assert env.current_piece == coming[0]
         assert env.preview_pieces[:2] == coming[1:]
 

@@ -22,10 +22,11 @@ from typing import Any, Optional, Union
 import gymnasium as gym
 import numpy as np
 import torch as th
-from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.utils import LinearSchedule
 
+from .afterstate import POLICY_CLASSES, AfterstateDQN
 from .config import TrainingConfig
 from .env import TetrisEnv
 
@@ -33,6 +34,7 @@ MODEL_FILE = "model.zip"
 BUFFER_FILE = "replay_buffer.pkl"
 STATE_FILE = "training_state.pkl"
 METADATA_FILE = "metadata.json"
+CHECKPOINT_FILES = (MODEL_FILE, BUFFER_FILE, STATE_FILE, METADATA_FILE)
 CHECKPOINT_FORMAT = 1
 _MONITOR_FIELDS = ("rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps")
 
@@ -63,10 +65,11 @@ class TetrisAgent:
     def __init__(self, env: gym.Env, config: TrainingConfig):
         self.config = config
         agent = config.agent
-        self.model = DQN(
-            agent.policy,
+        th.set_num_threads(agent.torch_threads)
+        self.model = AfterstateDQN(
+            POLICY_CLASSES[agent.policy],
             env,
-            learning_rate=agent.learning_rate,
+            learning_rate=learning_rate_schedule(agent.learning_rate, agent.learning_rate_end),
             buffer_size=agent.buffer_size,
             learning_starts=agent.learning_starts,
             batch_size=agent.batch_size,
@@ -79,7 +82,6 @@ class TetrisAgent:
             exploration_initial_eps=agent.exploration_initial_eps,
             exploration_final_eps=agent.exploration_final_eps,
             max_grad_norm=agent.max_grad_norm,
-            stats_window_size=max(100, config.schedule.target_window),
             policy_kwargs=dict(net_arch=list(agent.net_arch)),
             seed=config.seed,
             device=agent.device,
@@ -159,14 +161,19 @@ class TetrisAgent:
         return path
 
     @classmethod
-    def load_checkpoint(cls, path: PathLike, env: gym.Env) -> TetrisAgent:
-        """Restore an agent, its replay buffer, RNGs and the game in progress from a checkpoint."""
+    def load_checkpoint(cls, path: PathLike, env: gym.Env, device: Optional[str] = None) -> TetrisAgent:
+        """Restore an agent, its replay buffer, RNGs and the game in progress from a checkpoint.
+
+        ``device`` overrides the checkpoint's ``agent.device``.
+        """
         path = Path(path)
         metadata = read_metadata(path)
         agent = cls.__new__(cls)
         agent.config = TrainingConfig.from_dict(metadata["config"])
+        th.set_num_threads(agent.config.agent.torch_threads)
+        device = device or agent.config.agent.device
         # force_reset=False keeps the observation in flight; _restore_state puts the game back under it
-        agent.model = DQN.load(path / MODEL_FILE, env=env, device=agent.config.agent.device, force_reset=False)
+        agent.model = AfterstateDQN.load(path / MODEL_FILE, env=env, device=device, force_reset=False)
         agent.model.load_replay_buffer(path / BUFFER_FILE)
         with open(path / STATE_FILE, "rb") as f:
             agent._restore_state(pickle.load(f))
@@ -228,17 +235,52 @@ class TetrisAgent:
         self.model.action_space.np_random.bit_generator.state = copy.deepcopy(rng["action_space"])
 
 
+def learning_rate_schedule(start: float, end: Optional[float]) -> Union[float, Any]:
+    """A constant rate, or a linear one from ``start`` to ``end`` over the planned run."""
+    if end is None or end == start:
+        return start
+    return LinearSchedule(start, end, 1.0)
+
+
+def link_checkpoint(source: PathLike, path: PathLike, **metadata: Any) -> Path:
+    """A checkpoint at ``path`` of the same state as ``source``: its files hard-linked (copied where
+    links are impossible), its metadata updated with ``metadata``. Written like save_checkpoint."""
+    source, path = Path(source), Path(path)
+    merged = {**read_metadata(source), **metadata}
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in (MODEL_FILE, BUFFER_FILE, STATE_FILE):
+        try:
+            os.link(source / name, tmp / name)
+        except OSError:
+            shutil.copy2(source / name, tmp / name)
+    (tmp / METADATA_FILE).write_text(json.dumps(merged, indent=2) + "\n")
+    _fsync_tree(tmp)
+    _replace_dir(tmp, path)
+    return path
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a complete, readable checkpoint."""
+
+
 def read_metadata(path: PathLike) -> dict[str, Any]:
     """The metadata of a complete checkpoint folder; a clear error for anything else."""
     path = Path(path)
-    file = path / METADATA_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint folder: it has no {METADATA_FILE}")
-    metadata = json.loads(file.read_text())
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path}: checkpoint format {metadata.get('format')!r}; this version reads {CHECKPOINT_FORMAT}"
-        )
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if METADATA_FILE in missing:
+        raise CheckpointError(f"{path} is not a checkpoint folder: it has no {METADATA_FILE}")
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: {', '.join(missing)} missing")
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path / METADATA_FILE} is unreadable: {error}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise CheckpointError(f"{path}: checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}")
     return metadata
 
 

@@ -8,6 +8,7 @@ served at the next such point, after the checkpoint is written.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -15,8 +16,8 @@ from typing import Any, Optional
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from .agent import TetrisAgent
-from .checkpoints import FINAL, CheckpointStore
+from .agent import TetrisAgent, read_metadata
+from .checkpoints import BEST, FINAL, CheckpointStore
 from .env import EnvConfig
 from .evaluation import evaluate, model_policy
 from .stopping import StopControl
@@ -61,45 +62,87 @@ def recent_episodes(model: Any, key: str, window: int) -> list[float]:
 class MetricsCallback(BoundaryCallback):
     """Writes a row of metrics every ``every`` steps: SB3's own plus lines, pieces and score."""
 
-    def __init__(self, every: int, window: int = 100):
+    def __init__(self, every: int, agent: TetrisAgent, window: int = 100):
         super().__init__(every)
-        self.window = window
+        self.agent, self.window = agent, window
 
     def _on_due(self) -> None:
         self.record()
 
+    def _on_boundary(self) -> None:
+        if any(key.startswith("eval/") for key in self.agent.model.logger.name_to_value):
+            self.record()  # an evaluation was just recorded: give it its row now
+
     def record(self) -> None:
+        model = self.agent.model
         for key, name in (("total_lines", "lines"), ("pieces", "pieces"), ("score", "score")):
-            values = recent_episodes(self.model, key, self.window)
+            values = recent_episodes(model, key, self.window)
             if values:
-                self.logger.record(f"rollout/ep_{name}_mean", float(np.mean(values)))
-        self.model.dump_logs()
+                model.logger.record(f"rollout/ep_{name}_mean", float(np.mean(values)))
+        model.dump_logs()
 
 
 class EvalCallback(BoundaryCallback):
-    """Greedy evaluation games on fixed seeds every ``every`` steps, logged under ``eval/``."""
+    """Greedy evaluation games on fixed seeds every ``every`` steps.
 
-    def __init__(self, every: int, env_config: EnvConfig, episodes: int, seed: int):
+    Each evaluation is logged under ``eval/`` and appended to ``history_file`` (JSON lines); an
+    evaluation better than every earlier one saves the agent as the ``best`` checkpoint, so the
+    peak of a run that later collapses is kept.
+    """
+
+    def __init__(
+        self,
+        every: int,
+        agent: TetrisAgent,
+        store: CheckpointStore,
+        history_file: Path,
+        env_config: EnvConfig,
+        episodes: int,
+        seed: int,
+    ):
         super().__init__(every)
+        self.agent, self.store, self.history_file = agent, store, history_file
         self.env_config, self.episodes, self.seed = env_config, episodes, seed
-        self.history: list[dict[str, Any]] = []
+        self.history = read_history(history_file)
 
     def _on_due(self) -> None:
-        result = evaluate(model_policy(self.model), self.env_config, self.episodes, self.seed)
-        self.log(result)
-        self.history.append(result)
-        log.info(
-            "step %d: evaluation mean lines %.1f over %d games",
-            result["timesteps"],
-            result["mean_lines"],
-            self.episodes,
-        )
+        self.evaluate_now()
 
-    def log(self, result: dict[str, Any]) -> None:
-        """Record an evaluation's figures for the next metrics row."""
-        result["timesteps"] = int(self.model.num_timesteps)
+    @property
+    def best(self) -> Optional[dict[str, Any]]:
+        return max(self.history, key=lambda e: e["mean_lines"], default=None)
+
+    def evaluate_now(self, same_state_as: Optional[Path] = None) -> dict[str, Any]:
+        """Evaluate the agent as it is; ``same_state_as`` names a checkpoint of this very state."""
+        model = self.agent.model
+        result = evaluate(model_policy(model), self.env_config, self.episodes, self.seed)
+        steps = read_metadata(same_state_as)["num_timesteps"] if same_state_as else int(model.num_timesteps)
+        entry = {"timesteps": steps, **{k: v for k, v in result.items() if k != "lines"}}
         for key in ("mean_lines", "median_lines", "min_lines", "max_lines", "mean_pieces", "reached_cap"):
-            self.logger.record(f"eval/{key}", result[key])
+            model.logger.record(f"eval/{key}", result[key])
+        best = self.best
+        if best is None or result["mean_lines"] > best["mean_lines"]:
+            path = self.store.save_named(self.agent, BEST, same_state_as=same_state_as, evaluation=entry)
+            entry["checkpoint"] = str(path)
+        self.history.append(entry)
+        with open(self.history_file, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        log.info(
+            "step %d: evaluation mean lines %.1f over %d games%s",
+            entry["timesteps"],
+            entry["mean_lines"],
+            self.episodes,
+            " (best so far)" if "checkpoint" in entry else "",
+        )
+        return result
+
+
+def read_history(path: Path, until_step: Optional[int] = None) -> list[dict[str, Any]]:
+    """Evaluations recorded in a JSON-lines file (those after ``until_step`` left out)."""
+    if not path.is_file():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if until_step is None or e["timesteps"] <= until_step]
 
 
 class TargetLinesCallback(BoundaryCallback):
@@ -142,10 +185,15 @@ class CheckpointCallback(BoundaryCallback):
     def _on_boundary(self) -> None:
         if self.control.reason is None or self.stopped_at is not None:
             return
-        if self.control.reason == "interrupted":
-            self.stopped_at = self.store.save_periodic(self.agent, stop_reason="interrupted")
-        else:
-            self.stopped_at = self.store.save_named(self.agent, FINAL, stop_reason=self.control.reason)
+        steps = self.model.num_timesteps
+        just_saved = self.last_saved if self.last_saved and self.last_saved.name.endswith(f"{steps:010d}") else None
+        with self.control.writing():
+            if self.control.reason == "interrupted":
+                self.stopped_at = just_saved or self.store.save_periodic(self.agent, stop_reason="interrupted")
+            else:
+                self.stopped_at = self.store.save_named(
+                    self.agent, FINAL, same_state_as=just_saved, stop_reason=self.control.reason
+                )
         self.last_saved = self.stopped_at
 
     def _on_step(self) -> bool:

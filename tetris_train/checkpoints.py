@@ -7,27 +7,32 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from .agent import METADATA_FILE, PathLike, TetrisAgent, read_metadata
+from .agent import CheckpointError, PathLike, TetrisAgent, link_checkpoint, read_metadata
 
 PERIODIC_PREFIX = "step_"
 FINAL = "final"
+BEST = "best"
 
 
 def find_checkpoints(folder: PathLike) -> list[tuple[int, Path]]:
     """Complete checkpoints directly inside ``folder``, oldest first, as (num_timesteps, path).
 
-    Hidden folders (a checkpoint being written, or swapped out) are never listed.
+    A checkpoint being written is hidden and never listed. One swapped out to be replaced
+    (``.NAME.old-PID``) is listed only while NAME itself is missing, that is, when the process
+    died between the two renames of the replacement.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = []
     for path in folder.iterdir():
-        if path.name.startswith(".") or not (path / METADATA_FILE).is_file():
-            continue
+        if path.name.startswith("."):
+            name = path.name[1:].rpartition(".old-")[0]
+            if not name or (folder / name).exists():
+                continue
         try:
             steps = int(read_metadata(path)["num_timesteps"])
-        except (ValueError, KeyError):
+        except (CheckpointError, KeyError, ValueError):
             continue
         found.append((steps, path.stat().st_mtime, path))
     return [(steps, path) for steps, _, path in sorted(found)]
@@ -35,18 +40,30 @@ def find_checkpoints(folder: PathLike) -> list[tuple[int, Path]]:
 
 def resolve_checkpoint(path: PathLike) -> Path:
     """The checkpoint that ``resume=path`` means: the folder itself if it is a checkpoint, else the
-    newest checkpoint in it (a checkpoints folder) or in its subfolders (a run folder)."""
+    newest complete checkpoint in it (a checkpoints folder) or in its checkpoints folder (a run folder)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"resume={path}: no such file or folder")
-    if (path / METADATA_FILE).is_file():
+    if (path / "metadata.json").is_file():
+        read_metadata(path)  # a clear error if it is incomplete or unreadable
         return path
-    candidates = find_checkpoints(path)
-    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        candidates += find_checkpoints(sub)
+    candidates = find_checkpoints(path) + find_checkpoints(path / run_checkpoint_dir(path))
     if not candidates:
-        raise FileNotFoundError(f"resume={path}: no checkpoint there (a checkpoint folder holds {METADATA_FILE})")
+        raise FileNotFoundError(
+            f"resume={path}: no complete checkpoint there (a checkpoint folder holds "
+            f"metadata.json, model.zip, replay_buffer.pkl and training_state.pkl)"
+        )
     return max(candidates, key=lambda item: (item[0], item[1].stat().st_mtime))[1]
+
+
+def run_checkpoint_dir(run_dir: Path) -> str:
+    """The checkpoints folder a run folder's config.yaml names (``checkpoints`` if it names none)."""
+    try:
+        import yaml
+
+        return str(yaml.safe_load((run_dir / "config.yaml").read_text())["schedule"]["checkpoint_dir"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return "checkpoints"
 
 
 class CheckpointStore:
@@ -64,7 +81,10 @@ class CheckpointStore:
         self.prune()
         return path
 
-    def save_named(self, agent: TetrisAgent, name: str, **metadata: Any) -> Path:
+    def save_named(self, agent: TetrisAgent, name: str, same_state_as: Optional[Path] = None, **metadata: Any) -> Path:
+        """Save under ``name``; if ``same_state_as`` is a checkpoint of this very state, link its files."""
+        if same_state_as is not None:
+            return link_checkpoint(same_state_as, self.folder / name, run_dir=str(self.run_dir), **metadata)
         return agent.save_checkpoint(self.folder / name, run_dir=str(self.run_dir), **metadata)
 
     def newest(self) -> Optional[Path]:
@@ -78,3 +98,7 @@ class CheckpointStore:
         for leftover in self.folder.glob(".*.tmp-*"):  # from a process killed while writing
             if not leftover.name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(leftover, ignore_errors=True)
+        for swapped in self.folder.glob(".*.old-*"):  # from a process killed while replacing
+            name = swapped.name[1:].rpartition(".old-")[0]
+            if (self.folder / name).exists():
+                shutil.rmtree(swapped, ignore_errors=True)

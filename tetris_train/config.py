@@ -5,36 +5,46 @@ The dataclasses hold every default; the YAML options under ``conf/`` hold only w
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePosixPath
 from typing import Any, Optional
 
 from .env.config import EnvConfig
 from .validation import ConfigError, check, is_int, is_number
 
-POLICIES = ("MlpPolicy",)
+POLICIES = ("afterstate", "MlpPolicy")
+EPISODE_WINDOW = 100  # finished episodes SB3 keeps for its statistics (stats_window_size)
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class AgentConfig:
-    """DQN hyperparameters (Stable-Baselines3 names), with Tetris-tuned defaults."""
+    """DQN hyperparameters (Stable-Baselines3 names).
 
-    policy: str = "MlpPolicy"
-    learning_rate: float = 1e-4
+    Defaults are those measured to learn Tetris with the afterstate policy (README, "Defaults that
+    learn"); ``agent=seed`` restores the seed plan's set: MlpPolicy, learning_rate 1e-4, batch 64,
+    gamma 0.99, exploration 0.2 to 0.05, learning_starts 10,000, net_arch (256, 256).
+    """
+
+    policy: str = "afterstate"
+    learning_rate: float = 1e-3
+    learning_rate_end: Optional[float] = 0.0
     buffer_size: int = 100_000
-    batch_size: int = 64
-    gamma: float = 0.99
-    exploration_fraction: float = 0.2
+    batch_size: int = 128
+    gamma: float = 0.95
+    exploration_fraction: float = 0.002
     exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.05
+    exploration_final_eps: float = 0.001
     target_update_interval: int = 1000
     train_freq: int = 4
     gradient_steps: int = 1
-    learning_starts: int = 10_000
-    net_arch: tuple[int, ...] = (256, 256)
+    learning_starts: int = 1_000
+    net_arch: tuple[int, ...] = (64, 64)
     tau: float = 1.0
     max_grad_norm: float = 10.0
     device: str = "auto"
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         def _check(ok: bool, name: str, allowed: str) -> None:
@@ -42,7 +52,19 @@ class AgentConfig:
 
         _check(self.policy in POLICIES, "policy", f"one of {', '.join(POLICIES)}")
         _check(is_number(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a number > 0")
-        for name in ("buffer_size", "batch_size", "target_update_interval", "train_freq", "gradient_steps"):
+        _check(
+            self.learning_rate_end is None or (is_number(self.learning_rate_end) and self.learning_rate_end >= 0),
+            "learning_rate_end",
+            "null (constant learning rate) or a number >= 0, reached linearly at schedule.max_timesteps",
+        )
+        for name in (
+            "buffer_size",
+            "batch_size",
+            "target_update_interval",
+            "train_freq",
+            "gradient_steps",
+            "torch_threads",
+        ):
             _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
         _check(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts", "an integer >= 0")
         _check(is_number(self.gamma) and 0 < self.gamma <= 1, "gamma", "a number with 0 < gamma <= 1")
@@ -63,7 +85,11 @@ class AgentConfig:
             "a non-empty list of layer sizes > 0, e.g. [256, 256]",
         )
         self.net_arch = tuple(sizes)
-        _check(self.device in DEVICES or str(self.device).startswith("cuda:"), "device", "auto, cpu, cuda or cuda:N")
+        _check(
+            isinstance(self.device, str) and (self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device)),
+            "device",
+            "auto, cpu, cuda or cuda:N",
+        )
 
 
 @dataclass
@@ -76,8 +102,8 @@ class ScheduleConfig:
     checkpoint_dir: str = "checkpoints"
     checkpoint_freq: int = 10_000
     keep_last: int = 2
-    eval_freq: int = 0
-    eval_episodes: int = 10
+    eval_freq: int = 25_000
+    eval_episodes: int = 20
     eval_seed: int = 1_000_000
     log_interval: int = 1_000
     tensorboard: bool = True
@@ -87,8 +113,13 @@ class ScheduleConfig:
         def _check(ok: bool, name: str, allowed: str) -> None:
             check(ok, "ScheduleConfig", name, getattr(self, name), allowed)
 
-        for name in ("max_timesteps", "checkpoint_freq", "target_window", "eval_episodes", "log_interval"):
+        for name in ("max_timesteps", "checkpoint_freq", "eval_episodes", "log_interval"):
             _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
+        _check(
+            is_int(self.target_window) and 1 <= self.target_window <= EPISODE_WINDOW,
+            "target_window",
+            f"an integer from 1 to {EPISODE_WINDOW} (SB3 keeps the last {EPISODE_WINDOW} episodes)",
+        )
         _check(
             self.target_lines is None or (is_int(self.target_lines) and self.target_lines > 0),
             "target_lines",
@@ -97,10 +128,12 @@ class ScheduleConfig:
         _check(is_int(self.keep_last) and self.keep_last >= 1, "keep_last", "an integer >= 1")
         _check(is_int(self.eval_freq) and self.eval_freq >= 0, "eval_freq", "an integer >= 0 (0: only at the end)")
         _check(is_int(self.eval_seed) and self.eval_seed >= 0, "eval_seed", "an integer >= 0")
+        path = PurePosixPath(self.checkpoint_dir) if isinstance(self.checkpoint_dir, str) else None
+        inside = path is not None and not path.is_absolute() and ".." not in path.parts
         _check(
-            isinstance(self.checkpoint_dir, str) and self.checkpoint_dir.strip() != "",
+            inside and self.checkpoint_dir.strip() != "",
             "checkpoint_dir",
-            "a folder name, relative to the run folder",
+            "a folder inside the run folder, e.g. checkpoints (not absolute, no ..)",
         )
 
 
@@ -124,7 +157,27 @@ class TrainingConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check(is_int(self.seed) and self.seed >= 0, "TrainingConfig", "seed", self.seed, "an integer >= 0")
+        check(
+            is_int(self.seed) and 0 <= self.seed < 2**32,
+            "TrainingConfig",
+            "seed",
+            self.seed,
+            "an integer from 0 to 2**32 - 1",
+        )
+        check(
+            self.resume is None or (isinstance(self.resume, str) and self.resume.strip() != ""),
+            "TrainingConfig",
+            "resume",
+            self.resume,
+            "null or a run folder or checkpoint folder",
+        )
+        if self.agent.policy == "afterstate" and self.env.observation != "afterstates":
+            raise ConfigError(
+                "AgentConfig",
+                "policy",
+                self.agent.policy,
+                f"MlpPolicy with env.observation={self.env.observation} (the afterstate policy needs afterstates)",
+            )
         # configs built from plain dicts (from_dict, OmegaConf.to_object) arrive as dataclasses already
         if self.agent.learning_starts >= self.schedule.max_timesteps:
             raise ConfigError(

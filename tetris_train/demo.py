@@ -19,7 +19,7 @@ def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
     start = time.perf_counter()
     terminated = truncated = False
     while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(agent.act(obs, info["action_mask"]))
+        obs, _, terminated, truncated, info = env.step(int(agent(obs[None], info["action_mask"][None])[0]))
     elapsed = time.perf_counter() - start
     return {**info, "terminated": terminated, "seconds": elapsed, "board": env.render()}
 
@@ -32,6 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.pieces < 1:
         parser.error(f"--pieces={args.pieces} is invalid: expected an integer >= 1")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed={args.seed} is invalid: expected an integer from 0 to 2**32 - 1")
     result = play(args.player, args.pieces, args.seed)
     print(result["board"])
     ending = "topped out" if result["terminated"] else "reached the piece cap"

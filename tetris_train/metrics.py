@@ -10,6 +10,7 @@ from typing import Optional
 from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, KVWriter, Logger
 
 STEP_COLUMN = "time/total_timesteps"
+METRICS_FILE = "metrics.csv"
 
 
 class ResumableCSVOutputFormat(CSVOutputFormat):
@@ -46,7 +47,7 @@ def configure_logger(
     run_dir: Path, tensorboard: bool, keep_until_step: Optional[int] = None, stdout: bool = False
 ) -> Logger:
     """SB3 logger writing ``metrics.csv`` and, if asked, TensorBoard events under ``tensorboard/``."""
-    formats: list[KVWriter] = [ResumableCSVOutputFormat(str(run_dir / "metrics.csv"), keep_until_step)]
+    formats: list[KVWriter] = [ResumableCSVOutputFormat(str(run_dir / METRICS_FILE), keep_until_step)]
     if tensorboard:
         from stable_baselines3.common.logger import TensorBoardOutputFormat
 

@@ -1,4 +1,8 @@
-"""Fixed players that need no training: yardsticks for agents and the demo."""
+"""Fixed players that need no training: yardsticks for agents, and the demo.
+
+A player maps a batch of observations and action masks to a batch of actions, like
+:func:`tetris_train.evaluation.model_policy`.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ class RandomPlayer:
     def __init__(self, seed: Optional[int] = None):
         self._rng = np.random.default_rng(seed)
 
-    def act(self, obs: np.ndarray, action_mask: np.ndarray) -> int:
-        return int(self._rng.choice(np.flatnonzero(action_mask)))
+    def __call__(self, observations: np.ndarray, action_masks: np.ndarray) -> np.ndarray:
+        return np.array([self._rng.choice(np.flatnonzero(mask)) for mask in action_masks])
 
 
 class HeuristicPlayer:
@@ -48,8 +52,7 @@ class HeuristicPlayer:
         self._weights *= env.feature_scale  # undo the observation's scaling
         self._top_out = names.index("top_out")
 
-    def act(self, obs: np.ndarray, action_mask: np.ndarray) -> int:
-        scores = obs.astype(np.float64) @ self._weights
-        scores[obs[:, self._top_out] > 0] = -np.inf
-        scores[~action_mask] = -np.inf
-        return int(np.argmax(scores))
+    def __call__(self, observations: np.ndarray, action_masks: np.ndarray) -> np.ndarray:
+        scores = observations.astype(np.float64) @ self._weights
+        scores[(observations[..., self._top_out] > 0) | ~action_masks] = -np.inf
+        return scores.argmax(axis=-1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Optional
 
@@ -16,28 +18,53 @@ class StopControl:
 
     def __init__(self) -> None:
         self.reason: Optional[str] = None
+        self.signals = 0
+        self._writing = False
+        self._abort_after_writing = False
 
     def request(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """While a checkpoint is written, a second Ctrl-C waits for it instead of discarding it."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._abort_after_writing:
+            raise KeyboardInterrupt
+
+    def on_signal(self, signum: int) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            log.warning(
+                "%s received: saving a checkpoint at the next step, then stopping (Ctrl-C again to abort at once)", name
+            )
+            self.request("interrupted")
+        elif signum == signal.SIGINT:
+            if self._writing:
+                log.warning("SIGINT: aborting once the checkpoint being written is complete")
+                self._abort_after_writing = True
+            else:
+                raise KeyboardInterrupt
+        else:
+            log.warning("%s received: already stopping", name)
+
 
 class stop_on_signals:
-    """Context manager: the first SIGINT or SIGTERM asks ``control`` to stop (reason
-    ``interrupted``); a second SIGINT interrupts at once."""
+    """Context manager: the first SIGINT or SIGTERM asks ``control`` to stop (reason ``interrupted``);
+    a second SIGINT interrupts at once, but not in the middle of writing a checkpoint."""
 
     def __init__(self, control: StopControl):
         self.control = control
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
-        if self.control.reason == "interrupted" and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        log.warning(
-            "%s received: saving a checkpoint at the next step, then stopping (Ctrl-C again to abort at once)",
-            signal.Signals(signum).name,
-        )
-        self.control.request("interrupted")
+        self.control.on_signal(signum)
 
     def __enter__(self) -> stop_on_signals:
         if threading.current_thread() is threading.main_thread():

@@ -1,5 +1,5 @@
 """One training run, top to bottom: environment, agent, callbacks, training, final checkpoint,
-evaluation, summary. Everything it writes goes into ``run_dir``."""
+final evaluation, learning curve, summary. Everything it writes goes into ``run_dir``."""
 
 from __future__ import annotations
 
@@ -17,24 +17,32 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .agent import TetrisAgent, package_versions, read_metadata
-from .callbacks import CheckpointCallback, EvalCallback, MetricsCallback, TargetLinesCallback, recent_episodes
+from .callbacks import (
+    CheckpointCallback,
+    EvalCallback,
+    MetricsCallback,
+    TargetLinesCallback,
+    read_history,
+    recent_episodes,
+)
 from .checkpoints import FINAL, CheckpointStore
 from .config import TrainingConfig
 from .env import make_env
-from .evaluation import evaluate, model_policy
-from .metrics import configure_logger
+from .metrics import METRICS_FILE, configure_logger
+from .plots import plot_learning_curve
 from .stopping import StopControl, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+EVALUATIONS_FILE = "evaluations.jsonl"
 
 
 @dataclass
 class RunResult:
     status: str  # finished | interrupted
     stop_reason: str  # max_timesteps | target_lines | interrupted
-    objective: float  # mean lines of the final evaluation (nan if interrupted)
+    objective: float  # mean lines of the best evaluation (nan if interrupted)
     checkpoint: Path
     summary: dict[str, Any]
 
@@ -46,80 +54,92 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
     store = CheckpointStore(run_dir, schedule.checkpoint_dir, schedule.keep_last)
 
-    env = make_env(config.env)()
-    if config.resume:
-        agent = TetrisAgent.load_checkpoint(config.resume, env)
-        agent.config = config  # the schedule may have been changed on the command line
-        carry_over_metrics(Path(config.resume), run_dir)
-        log.info("resuming from %s at step %d", config.resume, agent.timesteps_trained)
-    else:
-        agent = TetrisAgent(env, config)
-    first_step = agent.timesteps_trained
-    agent.model.set_logger(configure_logger(run_dir, schedule.tensorboard, keep_until_step=first_step))
-
-    control = StopControl()
-    metrics = MetricsCallback(schedule.log_interval)
-    evaluation = EvalCallback(schedule.eval_freq, config.env, schedule.eval_episodes, schedule.eval_seed)
-    goal = (
-        [TargetLinesCallback(schedule.target_lines, schedule.target_window, control)] if schedule.target_lines else []
-    )
-    checkpoints = CheckpointCallback(agent, store, schedule.checkpoint_freq, control)  # last: serves stop requests
-
-    progress_bar = sys.stdout.isatty() if schedule.progress_bar is None else schedule.progress_bar
-    remaining = schedule.max_timesteps - first_step
     started = time.perf_counter()
     summary: dict[str, Any] = {"status": "failed", "resumed_from": config.resume, "seed": config.seed}
+    agent: Optional[TetrisAgent] = None
+    env = make_env(config.env)()
     try:
+        if config.resume:
+            agent = TetrisAgent.load_checkpoint(config.resume, env, device=config.agent.device)
+            agent.config = config  # the schedule may have been changed on the command line
+            carry_over_history(Path(config.resume), run_dir)
+            log.info("resuming from %s at step %d", config.resume, agent.timesteps_trained)
+        else:
+            agent = TetrisAgent(env, config)
+        first_step = agent.timesteps_trained
+        history_file = run_dir / EVALUATIONS_FILE
+        trim_history(history_file, first_step)  # evaluations of steps about to be trained again
+        agent.model.set_logger(configure_logger(run_dir, schedule.tensorboard, keep_until_step=first_step))
+
+        control = StopControl()
+        evaluation = EvalCallback(
+            schedule.eval_freq, agent, store, history_file, config.env, schedule.eval_episodes, schedule.eval_seed
+        )
+        metrics = MetricsCallback(schedule.log_interval, agent)  # after evaluation: its row carries eval/*
+        goal = []
+        if schedule.target_lines:
+            goal.append(TargetLinesCallback(schedule.target_lines, schedule.target_window, control))
+        checkpoints = CheckpointCallback(agent, store, schedule.checkpoint_freq, control)  # last: serves stops
+
+        progress_bar = sys.stdout.isatty() if schedule.progress_bar is None else schedule.progress_bar
+        remaining = schedule.max_timesteps - first_step
         with stop_on_signals(control):
             if remaining > 0:
                 log.info("training %d steps (to %d) in %s", remaining, schedule.max_timesteps, run_dir)
                 agent.train(
-                    remaining,
-                    [metrics, evaluation, *goal, checkpoints],
-                    progress_bar=progress_bar,
-                    log_interval=None,
+                    remaining, [evaluation, metrics, *goal, checkpoints], progress_bar=progress_bar, log_interval=None
                 )
-        train_seconds = time.perf_counter() - started
-        if control.reason is None:
-            control.request("max_timesteps")
-            checkpoint = store.save_named(agent, FINAL, stop_reason="max_timesteps")
-        else:
-            checkpoint = checkpoints.stopped_at
-        trained_to = read_metadata(checkpoint)["num_timesteps"]
+            train_seconds = time.perf_counter() - started
+            if checkpoints.stopped_at is not None:
+                checkpoint, reason = checkpoints.stopped_at, control.reason
+            else:  # ran to max_timesteps; a stop asked for during the last rollout is served here
+                with control.writing():
+                    checkpoint = store.save_named(agent, FINAL, stop_reason="max_timesteps")
+                reason = "interrupted" if control.reason == "interrupted" else "max_timesteps"
+        metadata = read_metadata(checkpoint)
+        trained_to = metadata["num_timesteps"]
         summary.update(
-            stop_reason=control.reason,
+            stop_reason=reason,
             timesteps=trained_to,
-            episodes=read_metadata(checkpoint)["episodes"],
+            episodes=metadata["episodes"],
             checkpoint=str(checkpoint),
             train_seconds=round(train_seconds, 3),
             steps_per_s=round((trained_to - first_step) / max(train_seconds, 1e-9), 1),
             training_lines=lines_statistics(agent.model),
-            evaluations=[{k: v for k, v in e.items() if k != "lines"} for e in evaluation.history],
         )
-        if control.reason == "interrupted":
-            summary.update(status="interrupted", objective=None)
+        if reason == "interrupted":
+            summary.update(status="interrupted", objective=None, best=evaluation.best)
             log.warning("interrupted at step %d; resume with: python -m tetris_train resume=%s", trained_to, run_dir)
         else:
-            final = evaluate(model_policy(agent.model), config.env, schedule.eval_episodes, schedule.eval_seed)
-            evaluation.log(final)
+            final = evaluation.evaluate_now(same_state_as=checkpoint)
             metrics.record()
+            best = evaluation.best
             summary.update(
-                status="finished", objective=final["mean_lines"], objective_source="final evaluation", evaluation=final
+                status="finished",
+                objective=best["mean_lines"],
+                objective_source="best evaluation",
+                best=best,
+                final_evaluation=final,
             )
             log.info(
-                "finished (%s) at step %d: evaluation mean lines %.1f over %d games",
-                control.reason,
+                "finished (%s) at step %d: final evaluation %.1f lines, best %.1f (step %d), %d games each",
+                reason,
                 trained_to,
                 final["mean_lines"],
+                best["mean_lines"],
+                best["timesteps"],
                 schedule.eval_episodes,
             )
+        plot_learning_curve(run_dir / METRICS_FILE, history_file, run_dir / "learning_curve.png")
     except BaseException as error:
         summary.update(error=f"{type(error).__name__}: {error}")
         raise
     finally:
         summary.update(wall_seconds=round(time.perf_counter() - started, 3), versions=package_versions())
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        agent.model.logger.close()
+        logger = getattr(agent.model, "_logger", None) if agent is not None else None
+        if logger is not None:
+            logger.close()
         env.close()
     objective = summary["objective"] if summary["objective"] is not None else float("nan")
     return RunResult(summary["status"], summary["stop_reason"], objective, checkpoint, summary)
@@ -137,14 +157,21 @@ def lines_statistics(model: Any) -> dict[str, Any]:
     }
 
 
-def carry_over_metrics(checkpoint: Path, run_dir: Path) -> None:
-    """Start a resumed run's metrics.csv with the rows of the run it continues."""
+def carry_over_history(checkpoint: Path, run_dir: Path) -> None:
+    """Start a resumed run's metrics and evaluations with those of the run it continues."""
     source = read_metadata(checkpoint).get("run_dir")
     if source is None:
         return
-    source_csv, target_csv = Path(source) / "metrics.csv", run_dir / "metrics.csv"
-    if source_csv.is_file() and source_csv.resolve() != target_csv.resolve() and not target_csv.exists():
-        shutil.copyfile(source_csv, target_csv)
+    for name in (METRICS_FILE, EVALUATIONS_FILE):
+        source_file, target_file = Path(source) / name, run_dir / name
+        if source_file.is_file() and not target_file.exists():
+            shutil.copyfile(source_file, target_file)
+
+
+def trim_history(history_file: Path, until_step: int) -> None:
+    if history_file.is_file():
+        kept = read_history(history_file, until_step)
+        write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in kept))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,128 @@
+"""One training run in-process: the files it writes, evaluation and best, stops at awkward moments."""
+
+import csv
+import json
+import os
+import signal
+
+import pytest
+
+from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
+from tetris_train.agent import CheckpointError, read_metadata
+from tetris_train.train import run_training
+
+
+def config(**schedule) -> TrainingConfig:
+    return TrainingConfig(
+        agent=AgentConfig(buffer_size=2_000, learning_starts=100, batch_size=32, net_arch=(16,)),
+        env=EnvConfig(width=6, height=10, max_pieces=50),
+        schedule=ScheduleConfig(
+            **{
+                "max_timesteps": 800,
+                "checkpoint_freq": 400,
+                "eval_freq": 200,
+                "eval_episodes": 2,
+                "log_interval": 100,
+                "tensorboard": False,
+                "progress_bar": False,
+                **schedule,
+            }
+        ),
+    )
+
+
+def metrics_rows(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def evaluations(run):
+    return [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+
+
+def test_evaluations_best_checkpoint_and_learning_curve(tmp_path):
+    result = run_training(config(), tmp_path)
+    assert result.status == "finished" and result.stop_reason == "max_timesteps"
+    history = evaluations(tmp_path)
+    assert [e["timesteps"] for e in history] == [200, 400, 600, 800]  # every eval_freq; the last is the final one
+    best = max(history, key=lambda e: e["mean_lines"])
+    assert result.objective == best["mean_lines"] == result.summary["best"]["mean_lines"]
+    assert result.summary["objective_source"] == "best evaluation"
+    best_checkpoint = tmp_path / "checkpoints" / "best"
+    assert read_metadata(best_checkpoint)["num_timesteps"] == best["timesteps"]
+    assert read_metadata(best_checkpoint)["evaluation"]["mean_lines"] == best["mean_lines"]
+    # each evaluation reaches metrics.csv in the row of its own step
+    rows = {int(r["time/total_timesteps"]): r for r in metrics_rows(tmp_path)}
+    for entry in history[:-1]:
+        assert float(rows[entry["timesteps"]]["eval/mean_lines"]) == entry["mean_lines"]
+    assert float(rows[800]["eval/mean_lines"]) == history[-1]["mean_lines"]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_best_is_only_replaced_by_a_better_evaluation(tmp_path, monkeypatch):
+    from tetris_train import callbacks
+
+    scores = iter([5.0, 9.0, 7.0, 3.0])
+    real = callbacks.evaluate
+
+    def scripted(*args, **kwargs):
+        return {**real(*args, **kwargs), "mean_lines": next(scores)}
+
+    monkeypatch.setattr(callbacks, "evaluate", scripted)
+    result = run_training(config(), tmp_path)
+    assert read_metadata(tmp_path / "checkpoints" / "best")["num_timesteps"] == 400
+    assert result.objective == 9.0 and result.summary["final_evaluation"]["mean_lines"] == 3.0
+
+
+def test_final_best_shares_files_with_final(tmp_path, monkeypatch):
+    from tetris_train import callbacks
+
+    scores = iter([1.0, 2.0, 3.0, 4.0])
+    real = callbacks.evaluate
+    monkeypatch.setattr(callbacks, "evaluate", lambda *a, **k: {**real(*a, **k), "mean_lines": next(scores)})
+    run_training(config(), tmp_path)
+    final, best = tmp_path / "checkpoints" / "final", tmp_path / "checkpoints" / "best"
+    assert os.path.samefile(final / "replay_buffer.pkl", best / "replay_buffer.pkl")  # linked, not written twice
+
+
+def test_sigint_after_the_last_boundary_still_saves(tmp_path, monkeypatch):
+    """A stop asked for during the last rollout: training is over, the final checkpoint is written."""
+    real_train = TetrisAgent.train
+
+    def train_then_sigint(self, *args, **kwargs):
+        real_train(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(TetrisAgent, "train", train_then_sigint)
+    result = run_training(config(), tmp_path)
+    assert result.status == "interrupted"
+    assert read_metadata(result.checkpoint)["num_timesteps"] == 800
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_resuming_a_finished_run_evaluates_and_finishes(tmp_path):
+    first = run_training(config(), tmp_path / "first")
+    resumed_config = config()
+    resumed_config.resume = str(first.checkpoint)
+    result = run_training(resumed_config, tmp_path / "again")
+    assert result.status == "finished" and result.summary["timesteps"] == 800
+    assert [e["timesteps"] for e in evaluations(tmp_path / "again")][-1] == 800
+
+
+def test_resume_in_a_new_folder_carries_history_over(tmp_path):
+    first = run_training(config(max_timesteps=400), tmp_path / "first")
+    longer = config(max_timesteps=800)
+    longer.resume = str(first.checkpoint)
+    run_training(longer, tmp_path / "second")
+    steps = [int(r["time/total_timesteps"]) for r in metrics_rows(tmp_path / "second")]
+    assert steps[0] == 100 and steps[-1] == 800
+    assert [e["timesteps"] for e in evaluations(tmp_path / "second")] == [200, 400, 600, 800]
+
+
+def test_a_failure_before_training_still_writes_the_summary(tmp_path):
+    broken = config()
+    broken.resume = str(tmp_path / "missing")
+    with pytest.raises(CheckpointError):
+        run_training(broken, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "missing" in summary["error"]
