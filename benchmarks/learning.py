@@ -177,8 +177,10 @@ def main() -> None:
         early = all((r["first_1000_lines_at"] or 10**12) <= TARGET_FIRST_1000 for r in done)
         capped = all(r["best_all_capped"] for r in done)
         stable = all(r["no_collapse"] for r in done)
-        print(f"targets, for every seed: 1000 lines within {TARGET_FIRST_1000:,} steps: {early}; "
-              f"best plays every game to the cap: {capped}; no collapse: {stable}")
+        print(
+            f"targets, for every seed: 1000 lines within {TARGET_FIRST_1000:,} steps: {early}; "
+            f"best plays every game to the cap: {capped}; no collapse: {stable}"
+        )
     (args.out / "report.json").write_text(json.dumps(reports, indent=2) + "\n")
 
 
