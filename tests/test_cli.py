@@ -161,7 +161,7 @@ def test_resume_refuses_to_change_the_agent(tmp_path):
         == 0
     )
     result = run_cli(tmp_path, f"resume={run}", "agent.learning_rate=0.5")
-    assert result.returncode == 2 and "only schedule.* and agent.device" in result.stderr
+    assert result.returncode == 2 and "schedule.<key>=value and agent.device=value" in result.stderr
 
 
 @pytest.mark.slow

@@ -85,8 +85,8 @@ def test_final_best_shares_files_with_final(tmp_path, monkeypatch):
     assert os.path.samefile(final / "replay_buffer.pkl", best / "replay_buffer.pkl")  # linked, not written twice
 
 
-def test_sigint_after_the_last_boundary_still_saves(tmp_path, monkeypatch):
-    """A stop asked for during the last rollout: training is over, the final checkpoint is written."""
+def test_sigint_after_the_last_boundary_finishes_the_run(tmp_path, monkeypatch):
+    """A stop asked for during the last rollout comes too late to matter: the run is complete."""
     real_train = TetrisAgent.train
 
     def train_then_sigint(self, *args, **kwargs):
@@ -95,18 +95,47 @@ def test_sigint_after_the_last_boundary_still_saves(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TetrisAgent, "train", train_then_sigint)
     result = run_training(config(), tmp_path)
-    assert result.status == "interrupted"
-    assert read_metadata(result.checkpoint)["num_timesteps"] == 800
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+    assert result.status == "finished" and result.stop_reason == "max_timesteps"
+    metadata = read_metadata(result.checkpoint)
+    assert metadata["num_timesteps"] == 800 and metadata["stop_reason"] == "max_timesteps"
 
 
-def test_resuming_a_finished_run_evaluates_and_finishes(tmp_path):
+def test_a_stop_between_rollouts_takes_no_extra_step(tmp_path):
+    result = run_training(config(max_timesteps=20_000, target_lines=1, target_window=3), tmp_path)
+    assert result.stop_reason == "target_lines"
+    stopped_at = result.summary["timesteps"]
+    assert stopped_at < 20_000
+    assert read_metadata(tmp_path / "checkpoints" / "final")["num_timesteps"] == stopped_at
+    assert int(metrics_rows(tmp_path)[-1]["time/total_timesteps"]) == stopped_at
+    assert evaluations(tmp_path)[-1]["timesteps"] == stopped_at
+
+
+def test_resuming_a_finished_run_adds_nothing_twice(tmp_path):
     first = run_training(config(), tmp_path / "first")
     resumed_config = config()
     resumed_config.resume = str(first.checkpoint)
     result = run_training(resumed_config, tmp_path / "again")
     assert result.status == "finished" and result.summary["timesteps"] == 800
-    assert [e["timesteps"] for e in evaluations(tmp_path / "again")][-1] == 800
+    assert [e["timesteps"] for e in evaluations(tmp_path / "again")] == [200, 400, 600, 800]
+    steps = [int(r["time/total_timesteps"]) for r in metrics_rows(tmp_path / "again")]
+    assert steps == sorted(set(steps)) and steps[-1] == 800
+    assert result.objective == first.objective
+
+
+def test_a_resumed_run_has_the_best_checkpoint_of_the_run_it_continues(tmp_path, monkeypatch):
+    from tetris_train import callbacks
+
+    scores = iter([5.0, 9.0, 1.0, 2.0, 3.0])
+    real = callbacks.evaluate
+    monkeypatch.setattr(callbacks, "evaluate", lambda *a, **k: {**real(*a, **k), "mean_lines": next(scores)})
+    first = run_training(config(max_timesteps=400), tmp_path / "first")  # evaluations 5 (200), 9 (400)
+    longer = config(max_timesteps=800)
+    longer.resume = str(first.checkpoint)
+    result = run_training(longer, tmp_path / "second")  # 1, 2 and 3: none better
+    best = tmp_path / "second" / "checkpoints" / "best"
+    assert read_metadata(best)["num_timesteps"] == 400
+    assert os.path.samefile(best / "model.zip", tmp_path / "first" / "checkpoints" / "best" / "model.zip")
+    assert result.summary["best"]["checkpoint"] == str(best) and result.objective == 9.0
 
 
 def test_resume_in_a_new_folder_carries_history_over(tmp_path):
@@ -115,7 +144,7 @@ def test_resume_in_a_new_folder_carries_history_over(tmp_path):
     longer.resume = str(first.checkpoint)
     run_training(longer, tmp_path / "second")
     steps = [int(r["time/total_timesteps"]) for r in metrics_rows(tmp_path / "second")]
-    assert steps[0] == 100 and steps[-1] == 800
+    assert steps == list(range(100, 801, 100))  # the first run's rows, then the resumed run's, none twice
     assert [e["timesteps"] for e in evaluations(tmp_path / "second")] == [200, 400, 600, 800]
 
 

@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 import gymnasium as gym
 import numpy as np
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -35,10 +35,19 @@ BUFFER_FILE = "replay_buffer.pkl"
 STATE_FILE = "training_state.pkl"
 METADATA_FILE = "metadata.json"
 CHECKPOINT_FILES = (MODEL_FILE, BUFFER_FILE, STATE_FILE, METADATA_FILE)
-CHECKPOINT_FORMAT = 1
+STANDARD_METADATA = ("format", "timesteps_trained", "num_timesteps", "episodes", "config", "versions", "time")
+CHECKPOINT_FORMAT = 2  # 2: learning_rate_end (format 1 had a constant learning rate)
 _MONITOR_FIELDS = ("rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps")
 
 PathLike = Union[str, os.PathLike]
+
+
+class StopTraining(Exception):
+    """Raised by a callback between rollouts to end ``TetrisAgent.train`` there.
+
+    SB3 only lets a callback stop training from ``on_step``, after the environment has already
+    taken the next step; stopping between rollouts keeps the agent's state whole.
+    """
 
 
 class _PlannedHorizon(BaseCallback):
@@ -106,7 +115,10 @@ class TetrisAgent:
         progress_bar: bool = False,
         log_interval: Optional[int] = 4,
     ) -> TetrisAgent:
-        """Train ``total_timesteps`` more steps, continuing counters and schedules."""
+        """Train ``total_timesteps`` more steps, continuing counters and schedules.
+
+        A callback may end training early, between rollouts, by raising :class:`StopTraining`.
+        """
         callbacks: list[BaseCallback] = [_PlannedHorizon(self.config.schedule.max_timesteps)]
         if isinstance(callback, CallbackList):
             callbacks += callback.callbacks
@@ -114,15 +126,15 @@ class TetrisAgent:
             callbacks.append(callback)
         elif callback is not None:
             callbacks += list(callback)
+        bar = ProgressBarCallback() if progress_bar else None
+        if bar is not None:
+            callbacks.append(bar)
         self._learning_from = (self.model.num_timesteps, self._total_timesteps_trained)
         try:
-            self.model.learn(
-                total_timesteps,
-                callback=callbacks,
-                log_interval=log_interval,
-                reset_num_timesteps=False,
-                progress_bar=progress_bar,
-            )
+            self.model.learn(total_timesteps, callback=callbacks, log_interval=log_interval, reset_num_timesteps=False)
+        except StopTraining:
+            if bar is not None:
+                bar.on_training_end()
         finally:
             self._total_timesteps_trained = self.timesteps_trained
             self._learning_from = None
@@ -246,7 +258,7 @@ def link_checkpoint(source: PathLike, path: PathLike, **metadata: Any) -> Path:
     """A checkpoint at ``path`` of the same state as ``source``: its files hard-linked (copied where
     links are impossible), its metadata updated with ``metadata``. Written like save_checkpoint."""
     source, path = Path(source), Path(path)
-    merged = {**read_metadata(source), **metadata}
+    merged = {**{k: v for k, v in read_metadata(source).items() if k in STANDARD_METADATA}, **metadata}
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -278,9 +290,11 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
         metadata = json.loads((path / METADATA_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path / METADATA_FILE} is unreadable: {error}") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
-        found = metadata.get("format") if isinstance(metadata, dict) else None
-        raise CheckpointError(f"{path}: checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}")
+    found = metadata.get("format") if isinstance(metadata, dict) else None
+    if found not in (1, CHECKPOINT_FORMAT):
+        raise CheckpointError(f"{path}: checkpoint format {found!r}; this version reads 1 to {CHECKPOINT_FORMAT}")
+    if found == 1:
+        metadata["config"]["agent"].setdefault("learning_rate_end", None)
     return metadata
 
 

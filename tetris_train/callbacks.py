@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from .agent import TetrisAgent, read_metadata
+from .agent import StopTraining, TetrisAgent
 from .checkpoints import BEST, FINAL, CheckpointStore
 from .env import EnvConfig
 from .evaluation import evaluate, model_policy
@@ -112,17 +112,19 @@ class EvalCallback(BoundaryCallback):
     def best(self) -> Optional[dict[str, Any]]:
         return max(self.history, key=lambda e: e["mean_lines"], default=None)
 
-    def evaluate_now(self, same_state_as: Optional[Path] = None) -> dict[str, Any]:
-        """Evaluate the agent as it is; ``same_state_as`` names a checkpoint of this very state."""
+    def evaluate_now(self) -> dict[str, Any]:
+        """Evaluate the agent as it is (reusing an evaluation of this very step, if there is one)."""
         model = self.agent.model
+        steps = int(model.num_timesteps)
+        if self.history and self.history[-1]["timesteps"] == steps:
+            return self.history[-1]
         result = evaluate(model_policy(model), self.env_config, self.episodes, self.seed)
-        steps = read_metadata(same_state_as)["num_timesteps"] if same_state_as else int(model.num_timesteps)
         entry = {"timesteps": steps, **{k: v for k, v in result.items() if k != "lines"}}
         for key in ("mean_lines", "median_lines", "min_lines", "max_lines", "mean_pieces", "reached_cap"):
             model.logger.record(f"eval/{key}", result[key])
         best = self.best
         if best is None or result["mean_lines"] > best["mean_lines"]:
-            path = self.store.save_named(self.agent, BEST, same_state_as=same_state_as, evaluation=entry)
+            path = self.store.save_named(self.agent, BEST, evaluation=entry)
             entry["checkpoint"] = str(path)
         self.history.append(entry)
         with open(self.history_file, "a") as f:
@@ -165,7 +167,8 @@ class TargetLinesCallback(BoundaryCallback):
 
 
 class CheckpointCallback(BoundaryCallback):
-    """Periodic checkpoints every ``every`` steps; on a stop request, one last checkpoint, then stop.
+    """Periodic checkpoints every ``every`` steps; on a stop request, one last checkpoint, then
+    :class:`StopTraining`.
 
     A run stopped by ``interrupted`` gets a periodic checkpoint, to be resumed; any other stop
     reason ends the run and writes ``final``. Keep this callback last in the list, so that stop
@@ -185,16 +188,10 @@ class CheckpointCallback(BoundaryCallback):
     def _on_boundary(self) -> None:
         if self.control.reason is None or self.stopped_at is not None:
             return
-        steps = self.model.num_timesteps
-        just_saved = self.last_saved if self.last_saved and self.last_saved.name.endswith(f"{steps:010d}") else None
         with self.control.writing():
             if self.control.reason == "interrupted":
-                self.stopped_at = just_saved or self.store.save_periodic(self.agent, stop_reason="interrupted")
+                self.stopped_at = self.store.save_periodic(self.agent, stop_reason="interrupted")
             else:
-                self.stopped_at = self.store.save_named(
-                    self.agent, FINAL, same_state_as=just_saved, stop_reason=self.control.reason
-                )
+                self.stopped_at = self.store.save_named(self.agent, FINAL, stop_reason=self.control.reason)
         self.last_saved = self.stopped_at
-
-    def _on_step(self) -> bool:
-        return self.stopped_at is None
+        raise StopTraining

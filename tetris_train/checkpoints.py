@@ -74,18 +74,28 @@ class CheckpointStore:
         self.run_dir = Path(run_dir)
         self.folder = self.run_dir / checkpoint_dir
         self.keep_last = keep_last
+        self._last_written: Optional[tuple[tuple[int, ...], Path]] = None
 
     def save_periodic(self, agent: TetrisAgent, **metadata: Any) -> Path:
-        name = f"{PERIODIC_PREFIX}{agent.model.num_timesteps:010d}"
-        path = agent.save_checkpoint(self.folder / name, run_dir=str(self.run_dir), **metadata)
+        path = self._write(agent, f"{PERIODIC_PREFIX}{agent.model.num_timesteps:010d}", metadata)
         self.prune()
         return path
 
-    def save_named(self, agent: TetrisAgent, name: str, same_state_as: Optional[Path] = None, **metadata: Any) -> Path:
-        """Save under ``name``; if ``same_state_as`` is a checkpoint of this very state, link its files."""
-        if same_state_as is not None:
-            return link_checkpoint(same_state_as, self.folder / name, run_dir=str(self.run_dir), **metadata)
-        return agent.save_checkpoint(self.folder / name, run_dir=str(self.run_dir), **metadata)
+    def save_named(self, agent: TetrisAgent, name: str, **metadata: Any) -> Path:
+        return self._write(agent, name, metadata)
+
+    def _write(self, agent: TetrisAgent, name: str, metadata: dict[str, Any]) -> Path:
+        """Save a checkpoint; if this very state was just saved under another name, link its files."""
+        model = agent.model
+        state = (id(model), model.num_timesteps, model._n_updates, model._episode_num)
+        path, metadata = self.folder / name, {"run_dir": str(self.run_dir), **metadata}
+        previous = self._last_written
+        if previous is not None and previous[0] == state and previous[1] != path and previous[1].is_dir():
+            link_checkpoint(previous[1], path, **metadata)
+        else:
+            agent.save_checkpoint(path, **metadata)
+        self._last_written = (state, path)
+        return path
 
     def newest(self) -> Optional[Path]:
         found = find_checkpoints(self.folder)

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -75,17 +76,17 @@ ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 def resolve_agent_checkpoint(path: str) -> Path:
     """A checkpoint folder as given, or a run folder's ``best`` checkpoint, else its newest one."""
-    from .checkpoints import BEST, resolve_checkpoint
+    from .checkpoints import BEST, resolve_checkpoint, run_checkpoint_dir
 
     folder = Path(path).expanduser()
-    for candidate in (folder / BEST, folder / "checkpoints" / BEST):
+    for candidate in (folder / BEST, folder / run_checkpoint_dir(folder) / BEST):
         if (candidate / "metadata.json").is_file():
             return candidate
     return resolve_checkpoint(folder)
 
 
-def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Policy, EnvConfig, dict[str, Any]]:
-    """The policy to evaluate, the env it plays, and a description of it."""
+def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[[], Policy], EnvConfig, dict[str, Any]]:
+    """A maker of the policy to evaluate (a fresh one for each use), the env it plays, and a description."""
     if config.player == "agent":
         import torch
 
@@ -101,14 +102,16 @@ def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Policy, E
         torch.set_num_threads(config.torch_threads)
         model = AfterstateDQN.load(checkpoint / MODEL_FILE, device="cpu")
         about = {"player": "agent", "checkpoint": str(checkpoint.resolve()), "timesteps": metadata["num_timesteps"]}
-        return model_policy(model), env_config, about
+        policy = model_policy(model)
+        return lambda: policy, env_config, about
     if config.player == "heuristic":
         from .players import HeuristicPlayer
 
-        return HeuristicPlayer(TetrisEnv(config.env)), config.env, {"player": "heuristic (Dellacherie)"}
+        heuristic = HeuristicPlayer(TetrisEnv(config.env))
+        return lambda: heuristic, config.env, {"player": "heuristic (Dellacherie)"}
     from .players import RandomPlayer
 
-    return RandomPlayer(config.seed), config.env, {"player": "random"}
+    return lambda: RandomPlayer(config.seed), config.env, {"player": "random"}
 
 
 def record_game(policy: Policy, env_config: EnvConfig, seed: int, max_frames: int) -> list[np.ndarray]:
@@ -155,12 +158,12 @@ def evaluate_app(cfg: DictConfig) -> float:
     out = Path(hydra_cfg.runtime.output_dir)
     with bad_input_exits(overrides, EvaluateConfig):
         config: EvaluateConfig = OmegaConf.to_object(cfg)
-        policy, env_config, about = load_player(config, overrides)
+        make_policy, env_config, about = load_player(config, overrides)
     if config.replay:
-        replay(policy, env_config, config.seed, config.replay_pieces, config.replay_delay)
-    result = {**about, "env": env_config.to_dict(), **evaluate(policy, env_config, config.episodes, config.seed)}
+        replay(make_policy(), env_config, config.seed, config.replay_pieces, config.replay_delay)
+    result = {**about, "env": env_config.to_dict(), **evaluate(make_policy(), env_config, config.episodes, config.seed)}
     if config.video:
-        frames = record_game(policy, env_config, config.seed, config.video_frames)
+        frames = record_game(make_policy(), env_config, config.seed, config.video_frames)
         result["video"] = str(write_video(frames, out / f"game.{config.video_format}", config.video_fps))
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -81,8 +81,8 @@ def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
             continue
         if not key.startswith(RESUME_CHANGEABLE):
             raise ResumeError(
-                f"{override}: a resumed run keeps its checkpoint's config; "
-                f"only schedule.* and agent.device can change on resume"
+                f"{override}: a resumed run keeps its checkpoint's config; only single keys "
+                f"schedule.<key>=value and agent.device=value can change on resume"
             )
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
     merged.resume = str(checkpoint.resolve())

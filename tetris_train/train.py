@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from .agent import TetrisAgent, package_versions, read_metadata
+from .agent import CheckpointError, TetrisAgent, link_checkpoint, package_versions, read_metadata
 from .callbacks import (
     CheckpointCallback,
     EvalCallback,
@@ -25,7 +25,7 @@ from .callbacks import (
     read_history,
     recent_episodes,
 )
-from .checkpoints import FINAL, CheckpointStore
+from .checkpoints import BEST, FINAL, CheckpointStore
 from .config import TrainingConfig
 from .env import make_env
 from .metrics import METRICS_FILE, configure_logger
@@ -69,6 +69,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         first_step = agent.timesteps_trained
         history_file = run_dir / EVALUATIONS_FILE
         trim_history(history_file, first_step)  # evaluations of steps about to be trained again
+        adopt_best(history_file, store)
         agent.model.set_logger(configure_logger(run_dir, schedule.tensorboard, keep_until_step=first_step))
 
         control = StopControl()
@@ -92,10 +93,10 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             train_seconds = time.perf_counter() - started
             if checkpoints.stopped_at is not None:
                 checkpoint, reason = checkpoints.stopped_at, control.reason
-            else:  # ran to max_timesteps; a stop asked for during the last rollout is served here
+            else:  # ran to max_timesteps (a stop asked for during the last rollout came too late to matter)
                 with control.writing():
                     checkpoint = store.save_named(agent, FINAL, stop_reason="max_timesteps")
-                reason = "interrupted" if control.reason == "interrupted" else "max_timesteps"
+                reason = "max_timesteps"
         metadata = read_metadata(checkpoint)
         trained_to = metadata["num_timesteps"]
         summary.update(
@@ -111,8 +112,10 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             summary.update(status="interrupted", objective=None, best=evaluation.best)
             log.warning("interrupted at step %d; resume with: python -m tetris_train resume=%s", trained_to, run_dir)
         else:
-            final = evaluation.evaluate_now(same_state_as=checkpoint)
-            metrics.record()
+            evaluated = len(evaluation.history)
+            final = evaluation.evaluate_now()
+            if len(evaluation.history) > evaluated:
+                metrics.record()  # the new evaluation's row
             best = evaluation.best
             summary.update(
                 status="finished",
@@ -172,6 +175,28 @@ def trim_history(history_file: Path, until_step: int) -> None:
     if history_file.is_file():
         kept = read_history(history_file, until_step)
         write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in kept))
+
+
+def adopt_best(history_file: Path, store: CheckpointStore) -> None:
+    """Give a resumed run the best checkpoint of the run it continues (linked, not copied).
+
+    If that checkpoint no longer holds the evaluated state, the entry loses its checkpoint: the
+    next better evaluation saves a new one.
+    """
+    history = read_history(history_file)
+    best = max(history, key=lambda e: e["mean_lines"], default=None)
+    if best is None or "checkpoint" not in best:
+        return
+    source, target = Path(best["checkpoint"]), store.folder / BEST
+    try:
+        same_state = read_metadata(source)["num_timesteps"] == best["timesteps"]
+    except (CheckpointError, KeyError):
+        same_state = False
+    if not same_state:
+        del best["checkpoint"]
+    elif source.resolve() != target.resolve():
+        best["checkpoint"] = str(link_checkpoint(source, target, run_dir=str(store.run_dir), evaluation=best))
+    write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in history))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,116 @@
+"""The afterstate policy, its training step, and evaluation against the fixed players."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import DQN
+
+from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
+from tetris_train.afterstate import AfterstateDQN
+from tetris_train.env import TetrisEnv, make_env
+from tetris_train.evaluation import evaluate, model_policy
+from tetris_train.players import HeuristicPlayer, RandomPlayer
+
+
+def trained_agent(steps=300, **agent) -> TetrisAgent:
+    config = TrainingConfig(
+        agent=AgentConfig(buffer_size=2_000, learning_starts=100, batch_size=32, **agent),
+        env=EnvConfig(max_pieces=60),
+        schedule=ScheduleConfig(max_timesteps=10_000),
+    )
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(steps)
+    return agent
+
+
+def observations(n=8, seed=0):
+    env = TetrisEnv()
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    batch = [obs]
+    while len(batch) < n:
+        obs, _, terminated, truncated, info = env.step(int(rng.integers(40)))
+        if terminated or truncated:
+            obs, info = env.reset()
+        batch.append(obs)
+    return torch.as_tensor(np.stack(batch))
+
+
+def test_permuting_the_rows_permutes_the_q_values():
+    q_net = trained_agent().model.q_net
+    obs = observations()
+    permutation = torch.randperm(obs.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        q = q_net(obs)
+        assert q.shape == (8, 40)
+        torch.testing.assert_close(q_net(obs[:, permutation]), q[:, permutation])
+
+
+def test_policy_save_load_round_trip_gives_equal_q_values(tmp_path):
+    model = trained_agent().model
+    model.save(tmp_path / "model.zip")
+    loaded = AfterstateDQN.load(tmp_path / "model.zip", device="cpu")
+    obs = observations()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.q_net(obs), model.q_net(obs), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.q_net_target(obs), model.q_net_target(obs), rtol=0, atol=0)
+
+
+def test_training_step_equals_sb3s():
+    """AfterstateDQN.train scores only the taken action's row; the update must be SB3's own."""
+    model = trained_agent().model
+    twin = copy.deepcopy(model)
+    state = np.random.get_state()
+    model.train(gradient_steps=3, batch_size=32)
+    np.random.set_state(state)  # the same replay samples
+    DQN.train(twin, gradient_steps=3, batch_size=32)
+    for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_lockstep_evaluation_equals_playing_each_game_alone():
+    policy = model_policy(trained_agent().model)
+    together = evaluate(policy, EnvConfig(max_pieces=80), episodes=4, seed=7)
+    alone = [evaluate(policy, EnvConfig(max_pieces=80), episodes=1, seed=7 + i)["lines"][0] for i in range(4)]
+    assert together["lines"] == alone
+
+
+def test_model_policy_is_the_greedy_predict():
+    model = trained_agent().model
+    obs = observations().numpy()
+    expected, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(model_policy(model)(obs, None), expected)
+
+
+def test_heuristic_clears_its_known_lines_on_a_fixed_seed():
+    result = evaluate(HeuristicPlayer(TetrisEnv()), EnvConfig(max_pieces=500), episodes=2, seed=0)
+    assert result["reached_cap"] == 1.0
+    assert result["min_lines"] >= 190  # 500 pieces hold 2,000 cells: at most 200 lines
+
+
+def test_random_player_clears_nothing_on_the_standard_board():
+    result = evaluate(RandomPlayer(0), EnvConfig(), episodes=5, seed=1_000_000)
+    assert result["mean_lines"] < 1 and result["reached_cap"] == 0
+
+
+@pytest.mark.slow
+def test_a_short_training_run_beats_random_play():
+    config = TrainingConfig(schedule=ScheduleConfig(max_timesteps=15_000))
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(15_000)
+    games = dict(env_config=EnvConfig(max_pieces=500), episodes=5, seed=1_000_000)
+    trained = evaluate(model_policy(agent.model), **games)
+    random = evaluate(RandomPlayer(0), **games)
+    assert random["mean_lines"] == 0
+    assert trained["mean_lines"] >= 2, trained["lines"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_heuristic_player_takes_batches(n):
+    env = TetrisEnv()
+    obs, info = env.reset(seed=0)
+    player = HeuristicPlayer(env)
+    actions = player(np.stack([obs] * n), np.stack([info["action_mask"]] * n))
+    assert actions.shape == (n,) and len(set(actions.tolist())) == 1 and info["action_mask"][actions[0]]
