@@ -10,6 +10,7 @@
    >= 90 % of the cap's lines (no collapse).
 
     python benchmarks/learning.py [--seeds 0 1 2] [--jobs 2] [--timesteps 500000] [-- extra overrides]
+    python benchmarks/learning.py --speed-only
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def main() -> None:
         "--out", type=Path, default=Path("outputs/benchmarks") / time.strftime("learning-%Y%m%d-%H%M%S")
     )
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true", help="measure the speed comparison, train nothing")
     parser.add_argument("overrides", nargs="*", help="extra overrides for every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +134,8 @@ def main() -> None:
         print(f"  SB3 DQN on CartPole-v1        {speed['sb3_cartpole']:8.0f} env-steps/s")
         verdict = "meets" if speed["ratio"] >= TARGET_SPEED_RATIO else "MISSES"
         print(f"  ratio {speed['ratio']:.2f} ({verdict} the {TARGET_SPEED_RATIO} target)", flush=True)
+    if args.speed_only:
+        return
 
     overrides = list(args.overrides)
     if args.timesteps:

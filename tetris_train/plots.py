@@ -47,7 +47,7 @@ def plot_learning_curve(metrics_csv: Path, evaluations_jsonl: Path, out: Path, t
     ax.set_yscale("symlog", linthresh=10)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left")
+        ax.legend(loc="lower right")
     ax.set_title(title or "learning curve")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
