@@ -42,22 +42,12 @@ def speed_comparison(steps: int) -> dict[str, float]:
     from stable_baselines3 import DQN
 
     from tetris_train import TetrisAgent, TrainingConfig
+    from tetris_train.agent import dqn_arguments
     from tetris_train.env import make_env
 
     config = TrainingConfig()
-    agent_config = config.agent
-    torch.set_num_threads(agent_config.torch_threads)
-    same = dict(
-        batch_size=agent_config.batch_size,
-        train_freq=agent_config.train_freq,
-        gradient_steps=agent_config.gradient_steps,
-        learning_starts=agent_config.learning_starts,
-        buffer_size=agent_config.buffer_size,
-        target_update_interval=agent_config.target_update_interval,
-        policy_kwargs=dict(net_arch=list(agent_config.net_arch)),
-        seed=0,
-        device="cpu",
-    )
+    torch.set_num_threads(config.agent.torch_threads)
+    same = dqn_arguments(config)  # every hyperparameter the same, the network included
     ours = training_speed(lambda: TetrisAgent(make_env(config.env)(), config).model, steps)
     cartpole = training_speed(lambda: DQN("MlpPolicy", gym.make("CartPole-v1"), **same), steps)
     return {"tetris_train": ours, "sb3_cartpole": cartpole, "ratio": ours / cartpole}

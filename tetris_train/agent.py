@@ -75,27 +75,7 @@ class TetrisAgent:
         self.config = config
         agent = config.agent
         th.set_num_threads(agent.torch_threads)
-        self.model = AfterstateDQN(
-            POLICY_CLASSES[agent.policy],
-            env,
-            learning_rate=learning_rate_schedule(agent.learning_rate, agent.learning_rate_end),
-            buffer_size=agent.buffer_size,
-            learning_starts=agent.learning_starts,
-            batch_size=agent.batch_size,
-            tau=agent.tau,
-            gamma=agent.gamma,
-            train_freq=agent.train_freq,
-            gradient_steps=agent.gradient_steps,
-            target_update_interval=agent.target_update_interval,
-            exploration_fraction=agent.exploration_fraction,
-            exploration_initial_eps=agent.exploration_initial_eps,
-            exploration_final_eps=agent.exploration_final_eps,
-            max_grad_norm=agent.max_grad_norm,
-            policy_kwargs=dict(net_arch=list(agent.net_arch)),
-            seed=config.seed,
-            device=agent.device,
-            verbose=0,
-        )
+        self.model = AfterstateDQN(POLICY_CLASSES[agent.policy], env, **dqn_arguments(config))
         self._total_timesteps_trained = 0
         self._learning_from: Optional[tuple[int, int]] = None  # (num_timesteps, trained) when learn() began
 
@@ -245,6 +225,30 @@ class TetrisAgent:
         if rng["cuda"] is not None and th.cuda.is_available():
             th.cuda.set_rng_state_all(rng["cuda"])
         self.model.action_space.np_random.bit_generator.state = copy.deepcopy(rng["action_space"])
+
+
+def dqn_arguments(config: TrainingConfig) -> dict[str, Any]:
+    """SB3 ``DQN`` keyword arguments (all but the policy and the env) from a TrainingConfig."""
+    agent = config.agent
+    return dict(
+        learning_rate=learning_rate_schedule(agent.learning_rate, agent.learning_rate_end),
+        buffer_size=agent.buffer_size,
+        learning_starts=agent.learning_starts,
+        batch_size=agent.batch_size,
+        tau=agent.tau,
+        gamma=agent.gamma,
+        train_freq=agent.train_freq,
+        gradient_steps=agent.gradient_steps,
+        target_update_interval=agent.target_update_interval,
+        exploration_fraction=agent.exploration_fraction,
+        exploration_initial_eps=agent.exploration_initial_eps,
+        exploration_final_eps=agent.exploration_final_eps,
+        max_grad_norm=agent.max_grad_norm,
+        policy_kwargs=dict(net_arch=list(agent.net_arch)),
+        seed=config.seed,
+        device=agent.device,
+        verbose=0,
+    )
 
 
 def learning_rate_schedule(start: float, end: Optional[float]) -> Union[float, Any]:
