@@ -178,12 +178,11 @@ class CheckpointCallback(BoundaryCallback):
     def __init__(self, agent: TetrisAgent, store: CheckpointStore, every: int, control: StopControl):
         super().__init__(every)
         self.agent, self.store, self.control = agent, store, control
-        self.last_saved: Optional[Path] = None
         self.stopped_at: Optional[Path] = None
 
     def _on_due(self) -> None:
         if self.control.reason is None:
-            self.last_saved = self.store.save_periodic(self.agent)
+            self.store.save_periodic(self.agent)
 
     def _on_boundary(self) -> None:
         if self.control.reason is None or self.stopped_at is not None:
@@ -193,5 +192,4 @@ class CheckpointCallback(BoundaryCallback):
                 self.stopped_at = self.store.save_periodic(self.agent, stop_reason="interrupted")
             else:
                 self.stopped_at = self.store.save_named(self.agent, FINAL, stop_reason=self.control.reason)
-        self.last_saved = self.stopped_at
         raise StopTraining

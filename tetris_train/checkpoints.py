@@ -97,10 +97,6 @@ class CheckpointStore:
         self._last_written = (state, path)
         return path
 
-    def newest(self) -> Optional[Path]:
-        found = find_checkpoints(self.folder)
-        return found[-1][1] if found else None
-
     def prune(self) -> None:
         periodic = [path for _, path in find_checkpoints(self.folder) if path.name.startswith(PERIODIC_PREFIX)]
         for path in periodic[: -self.keep_last]:

@@ -203,8 +203,3 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def load_summary(run_dir: Path) -> Optional[dict[str, Any]]:
-    file = Path(run_dir) / SUMMARY_FILE
-    return json.loads(file.read_text()) if file.is_file() else None
