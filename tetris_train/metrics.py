@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Optional
 
-from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, KVWriter, Logger
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
 STEP_COLUMN = "time/total_timesteps"
 METRICS_FILE = "metrics.csv"
@@ -43,15 +42,11 @@ class ResumableCSVOutputFormat(CSVOutputFormat):
         self.quotechar = '"'
 
 
-def configure_logger(
-    run_dir: Path, tensorboard: bool, keep_until_step: Optional[int] = None, stdout: bool = False
-) -> Logger:
+def configure_logger(run_dir: Path, tensorboard: bool, keep_until_step: Optional[int] = None) -> Logger:
     """SB3 logger writing ``metrics.csv`` and, if asked, TensorBoard events under ``tensorboard/``."""
     formats: list[KVWriter] = [ResumableCSVOutputFormat(str(run_dir / METRICS_FILE), keep_until_step)]
     if tensorboard:
         from stable_baselines3.common.logger import TensorBoardOutputFormat
 
         formats.append(TensorBoardOutputFormat(str(run_dir / "tensorboard")))
-    if stdout:
-        formats.append(HumanOutputFormat(sys.stdout))
     return Logger(str(run_dir), formats)
