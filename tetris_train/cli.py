@@ -14,6 +14,7 @@ from .env import EnvConfig
 from .validation import ConfigError
 
 EXIT_BAD_INPUT = 2
+EXIT_JOBS_FAILED = 1
 GROUPS: dict[str, Any] = {"agent": AgentConfig, "env": EnvConfig, "schedule": ScheduleConfig}
 
 
@@ -25,12 +26,28 @@ def run_app(app: Callable[[], Any], schema: Any = TrainingConfig) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
     try:
         app()
+    except JobFailed as error:  # a multirun re-raises its first failed job's error once every job ran
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_JOBS_FAILED)
     except (HydraException, OmegaConfBaseException) as error:
         message = describe_error(error, sys.argv[1:], schema)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+
+
+class BadInputExit(SystemExit):
+    """Exit status 2 for bad input, carrying the one-line ``message`` already printed."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_BAD_INPUT)
+        self.message = message
+
+
+class JobFailed(Exception):
+    """A multirun job that failed. The sweep goes on with its other jobs (a sweeper counts it as a
+    failed trial); the command ends with this one-line message and exit status 1."""
 
 
 @contextlib.contextmanager
@@ -43,7 +60,7 @@ def bad_input_exits(overrides: Sequence[str], schema: Any = TrainingConfig) -> I
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
+        raise BadInputExit(message) from None
 
 
 class ResumeError(ValueError):

@@ -148,13 +148,15 @@ _FLAT_NAMES = {f.name: "agent" for f in fields(AgentConfig)} | {
 
 @dataclass
 class TrainingConfig:
-    """Everything a training run needs. ``resume`` names a run or checkpoint folder to continue from."""
+    """Everything a training run needs. ``resume`` names a run or checkpoint folder to continue from;
+    ``rerun`` names the run folder whose config this one repeats."""
 
     agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0
     resume: Optional[str] = None
+    rerun: Optional[str] = None
 
     def __post_init__(self) -> None:
         check(
@@ -170,6 +172,13 @@ class TrainingConfig:
             "resume",
             self.resume,
             "null or a run folder or checkpoint folder",
+        )
+        check(
+            self.rerun is None or (isinstance(self.rerun, str) and self.rerun.strip() != ""),
+            "TrainingConfig",
+            "rerun",
+            self.rerun,
+            "null or a run folder",
         )
         if self.agent.policy == "afterstate" and self.env.observation != "afterstates":
             raise ConfigError(
@@ -229,5 +238,8 @@ def register_configs() -> None:
     """Register the dataclasses in Hydra's ConfigStore as the schema of ``conf/``."""
     from hydra.core.config_store import ConfigStore
 
+    from .sweeps import register_resolvers
+
     store = ConfigStore.instance()
     store.store(name="training_schema", node=TrainingConfig)
+    register_resolvers()

@@ -7,37 +7,77 @@ is allowed, and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 from pathlib import Path
 
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import ResumeError, bad_input_exits, run_app
+from .cli import BadInputExit, JobFailed, ResumeError, bad_input_exits, run_app
 from .config import TrainingConfig, register_configs
 from .validation import ConfigError
 
 EXIT_INTERRUPTED = 130
 RESUME_CHANGEABLE = ("schedule.", "agent.device")
 
+log = logging.getLogger(__name__)
+# optuna 2.10 (pinned with the Optuna sweeper, see README "Sweeps") warns about SQLAlchemy 2 on import
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tetris_train.conf", config_name="config")
 def train_app(cfg: DictConfig) -> float:
-    from .train import run_training
-
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return train(overrides, cfg, run_dir)
+    # in a sweep, a failed job fails alone: the sweep goes on and reports it at the end
+    try:
+        return train(overrides, cfg, run_dir)
+    except BadInputExit as error:
+        write_failure(run_dir, error.message)
+        raise JobFailed(f"job {run_dir.name}: {error.message}") from None
+    except Exception as error:
+        log.exception("job %s failed", run_dir.name)
+        raise JobFailed(f"job {run_dir.name} failed: {type(error).__name__}: {error} (see {run_dir})") from error
+
+
+def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
+    from .sweeps import find_continuation
+    from .train import run_training
+
     with bad_input_exits(overrides):
         config = build_config(cfg, overrides)
         check_memory(config)
-    result = run_training(config, Path(hydra_cfg.runtime.output_dir))
+        continuation = find_continuation(config, run_dir)
+    if continuation is not None and continuation.finished is not None:
+        log.info("%s holds this run, finished: not training it again", run_dir)
+        return continuation.objective
+    if continuation is not None:
+        log.info("%s holds this run, unfinished: continuing from %s", run_dir, continuation.checkpoint)
+        config = dataclasses.replace(config, resume=str(continuation.checkpoint))
+    result = run_training(config, run_dir)
     if result.status == "interrupted":
         raise SystemExit(EXIT_INTERRUPTED)
     return result.objective
+
+
+def write_failure(run_dir: Path, message: str) -> None:
+    """A summary for a job that never started training, so that reports show why."""
+    from .sweeps import SUMMARY_FILE
+    from .train import write_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps({"status": "failed", "error": message}, indent=2) + "\n")
 
 
 def check_memory(config: TrainingConfig) -> None:
@@ -62,10 +102,12 @@ def check_memory(config: TrainingConfig) -> None:
 
 def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
     """The run's TrainingConfig. On resume it is the checkpoint's, with the command line's
-    ``schedule.*`` (and ``agent.device``) overrides on top."""
+    ``schedule.*`` (and ``agent.device``) overrides on top; on rerun, the run folder's."""
     for override in overrides:
         if override.startswith(("+", "~")):
             raise ResumeError(f"{override}: adding or deleting keys is not supported; set existing keys with key=value")
+    if cfg.rerun is not None:
+        return rerun(cfg, overrides)
     if cfg.resume is None:
         return OmegaConf.to_object(cfg)
     from .agent import read_metadata
@@ -87,6 +129,26 @@ def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
     merged.resume = str(checkpoint.resolve())
     return OmegaConf.to_object(merged)
+
+
+def rerun(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
+    from .snapshot import RERUN_CHANGEABLE, rerun_config
+
+    changes = {}
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key == "rerun":
+            continue
+        if key not in RERUN_CHANGEABLE:
+            raise ResumeError(
+                f"{override}: rerun= trains the run's own config again; only "
+                f"{' and '.join(RERUN_CHANGEABLE)} can change (for other changes, start a new run)"
+            )
+        changes[key] = OmegaConf.select(cfg, key)
+    try:
+        return OmegaConf.to_object(rerun_config(str(cfg.rerun), changes))
+    except ValueError as error:
+        raise ResumeError(str(error)) from None
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -30,11 +31,12 @@ from .config import TrainingConfig
 from .env import make_env
 from .metrics import METRICS_FILE, configure_logger
 from .plots import plot_learning_curve
+from .snapshot import SNAPSHOT_FILE, snapshot, task_overrides
 from .stopping import StopControl, stop_on_signals
+from .sweeps import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 
 
@@ -51,11 +53,21 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     schedule = config.schedule
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
+    write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
+    write_atomic(run_dir / SNAPSHOT_FILE, json.dumps(snapshot(task_overrides()), indent=2) + "\n")
     store = CheckpointStore(run_dir, schedule.checkpoint_dir, schedule.keep_last)
 
     started = time.perf_counter()
-    summary: dict[str, Any] = {"status": "failed", "resumed_from": config.resume, "seed": config.seed}
+    summary: dict[str, Any] = {
+        "status": "running",
+        "resumed_from": config.resume,
+        "seed": config.seed,
+        "started": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    summary["status"] = "failed"  # until it finishes or stops
     agent: Optional[TetrisAgent] = None
     env = make_env(config.env)()
     try:
@@ -138,7 +150,9 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         summary.update(error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        summary.update(wall_seconds=round(time.perf_counter() - started, 3), versions=package_versions())
+        summary.update(
+            wall_seconds=round(time.perf_counter() - started, 3), ended=time.time(), versions=package_versions()
+        )
         write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         logger = getattr(agent.model, "_logger", None) if agent is not None else None
         if logger is not None:

@@ -1,0 +1,212 @@
+"""Sweeps that survive interruption.
+
+Each multirun job writes into a folder named after its overrides (``agent.learning_rate=0.001,seed=1``),
+so running the same sweep command into the same sweep folder finds every job's folder again. A run
+folder that already holds a run of the same config is continued there: a finished run is not trained
+again, an unfinished one resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from .cli import ResumeError
+from .config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+MAX_FOLDER_NAME = 240  # bytes; file systems allow 255
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+# keys that may differ between a run folder's run and the job continuing it
+CONTINUABLE_DIFFERENCES = ("schedule.", "agent.device", "resume", "rerun")
+INTERRUPTED = "interrupted"  # user attribute of an Optuna trial cut off by an interruption
+
+
+def job_folder(override_dirname: str, num: Any) -> str:
+    """A multirun job's folder name: its overrides, or ``job<num>`` for a job without any.
+
+    Long decimals (an Optuna trial's 0.00064664227174145) are shortened to 4 significant digits for
+    reading, and a hash of the exact overrides is appended, so that every job keeps its own folder.
+    """
+    exact = str(override_dirname)
+    if not exact:
+        return f"job{num}"
+    items = [shorten_number(item) for item in split_overrides(exact)]
+    name = ",".join(items).replace("/", "_").replace("\\", "_")
+    if name != exact or len(name.encode()) > MAX_FOLDER_NAME:
+        digest = hashlib.sha1(exact.encode()).hexdigest()[:8]
+        name = name.encode()[: MAX_FOLDER_NAME - 9].decode(errors="ignore") + "-" + digest
+    return name
+
+
+def split_overrides(text: str) -> list[str]:
+    """``a=1,b=[64,64]`` -> ``["a=1", "b=[64,64]"]``: commas inside brackets stay."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
+def shorten_number(item: str) -> str:
+    key, sep, value = item.partition("=")
+    if sep and len(value) > 8 and any(c in value for c in ".eE"):
+        try:
+            return f"{key}={float(value):.4g}"
+        except ValueError:
+            pass
+    return item
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("job_folder"):
+        OmegaConf.register_new_resolver("job_folder", job_folder)
+
+
+@dataclass
+class Continuation:
+    """What a run folder already holds for a job: a finished run (``summary``) or a checkpoint."""
+
+    finished: Optional[dict[str, Any]] = None
+    checkpoint: Optional[Path] = None
+
+    @property
+    def objective(self) -> float:
+        value = (self.finished or {}).get("objective")
+        return float(value) if value is not None else math.nan
+
+
+def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continuation]:
+    """How to continue ``config`` in ``run_dir``; None where the folder holds no run of it yet.
+
+    Raises ResumeError if the folder holds a run of another config.
+    """
+    from .checkpoints import resolve_checkpoint
+
+    run_dir = Path(run_dir)
+    if config.resume or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    import yaml
+
+    previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    differences = [
+        (key, old, new)
+        for key, old, new in diff(previous, config.to_dict())
+        if not key.startswith(CONTINUABLE_DIFFERENCES)
+    ]
+    if differences:
+        key, old, new = differences[0]
+        raise ResumeError(
+            f"{run_dir} already holds a run with {key}={old!r}, this job has {key}={new!r}: "
+            f"run the sweep into a new folder (hydra.sweep.dir=...)"
+        )
+    summary = read_summary(run_dir)
+    if summary.get("status") == "finished" and (
+        summary.get("timesteps", 0) >= config.schedule.max_timesteps
+        or (summary.get("stop_reason") == "target_lines" and config.schedule.target_lines == previous_target(previous))
+    ):
+        return Continuation(finished=summary)
+    try:
+        return Continuation(checkpoint=resolve_checkpoint(run_dir))
+    except FileNotFoundError:
+        return None  # nothing saved yet: start again
+
+
+def previous_target(previous: dict[str, Any]) -> Any:
+    return (previous.get("schedule") or {}).get("target_lines")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        old, new = list(old), list(new)
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+class ResumeOptunaStudy(Callback):
+    """A Hydra callback that makes an Optuna search with a stored study resumable.
+
+    Before the sweeper starts, it counts the trials the study has already finished against
+    ``hydra.sweeper.n_trials`` and queues again the parameters of trials that were running when
+    the search stopped; those jobs then find their run folders and continue from their checkpoints.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
+        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage or not study_name:
+            return
+        make_sqlite_folder(str(storage))
+        done, again = resume_study(str(storage), str(study_name))
+        if done or again:
+            log.info(
+                "study %s already holds %d finished trials of %d; %d interrupted ones run again",
+                study_name,
+                done,
+                sweeper.n_trials,
+                again,
+            )
+        with read_write(sweeper), open_dict(sweeper):
+            sweeper.n_trials = max(int(sweeper.n_trials) - done, 0)
+
+
+def make_sqlite_folder(storage: str) -> None:
+    """SQLite creates the database file but not the folders above it (the sweep folder, at first)."""
+    prefix = "sqlite:///"
+    if storage.startswith(prefix):
+        Path(storage[len(prefix) :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def resume_study(storage: str, study_name: str) -> tuple[int, int]:
+    """(trials finished, trials queued again) of a stored study; (0, 0) if there is none yet.
+
+    A trial still marked running was cut off: it is marked failed and ``interrupted`` (so it does
+    not count as finished) and its parameters are queued to be asked for again.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0, 0
+    done = again = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+            study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            study.enqueue_trial(dict(trial.params))
+            again += 1
+        elif trial.state.is_finished() and not trial.user_attrs.get(INTERRUPTED):
+            done += 1
+    return done, again
