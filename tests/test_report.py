@@ -91,3 +91,16 @@ def test_report_command_line(sweep, tmp_path):
         [sys.executable, "-m", "tetris_train.report", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
+
+
+def test_report_survives_odd_job_folders(tmp_path):
+    sweep = tmp_path / "sweep"
+    odd = make_job(sweep, ["seed=0"], {"status": "failed", "error": "boom [/x] [bold]", "best": [1]})
+    (odd / "evaluations.jsonl").write_text('{"timesteps": 1000, "mean_lines": null}\n{"mean_lines": 3}\n[]\n')
+    make_job(sweep, ["seed=1"], finished(10.0, 10.0), [(1000, 10.0)])
+    (sweep / "no_record").mkdir()
+    (sweep / "no_record" / "config.yaml").write_text("seed: 2\n")
+    out = io.StringIO()
+    result = report(sweep, console=Console(file=out, width=200))
+    assert "boom [/x] [bold]" in out.getvalue()
+    assert len(result["jobs"]) == 3 and [g["objective"] for g in result["configurations"]] == [10.0]

@@ -29,6 +29,11 @@ def run_app(app: Callable[[], Any], schema: Any = TrainingConfig) -> None:
     except JobFailed as error:  # a multirun re-raises its first failed job's error once every job ran
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_JOBS_FAILED)
+    except ValueError as error:
+        if str(error) != "Record does not exist.":  # optuna's study.best_trial when no trial completed
+            raise
+        print("error: no trial of the search finished; the job folders' summary.json say why", file=sys.stderr)
+        sys.exit(EXIT_JOBS_FAILED)
     except (HydraException, OmegaConfBaseException) as error:
         message = describe_error(error, sys.argv[1:], schema)
         if message is None:

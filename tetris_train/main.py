@@ -76,6 +76,8 @@ def write_failure(run_dir: Path, message: str) -> None:
     from .sweeps import SUMMARY_FILE
     from .train import write_atomic
 
+    if (run_dir / SUMMARY_FILE).exists():
+        return  # another run's summary (a folder refused for holding another config) stays as it is
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / SUMMARY_FILE, json.dumps({"status": "failed", "error": message}, indent=2) + "\n")
 
@@ -147,8 +149,13 @@ def rerun(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
         changes[key] = OmegaConf.select(cfg, key)
     try:
         return OmegaConf.to_object(rerun_config(str(cfg.rerun), changes))
-    except ValueError as error:
-        raise ResumeError(str(error)) from None
+    except (ResumeError, FileNotFoundError):
+        raise
+    except Exception as error:
+        from .cli import describe_error
+
+        message = describe_error(error) or " ".join(str(error).split())
+        raise ResumeError(f"rerun={cfg.rerun}: its config.yaml does not fit the schema: {message}") from None
 
 
 def main() -> None:

@@ -64,11 +64,16 @@ def key_of(override: str) -> str:
 
 
 def common_overrides(jobs: list[Job]) -> list[str]:
-    """Overrides every job of the sweep has, with the same value."""
-    shared = set(jobs[0].overrides) if jobs else set()
-    for job in jobs[1:]:
+    """Overrides every job of the sweep has, with the same value (jobs without a record aside)."""
+    known = [job for job in jobs if job.overrides]
+    shared = set(known[0].overrides) if known else set()
+    for job in known[1:]:
         shared &= set(job.overrides)
-    return [o for o in jobs[0].overrides if o in shared] if jobs else []
+    return [o for o in known[0].overrides if o in shared] if known else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def find_jobs(sweep: Path) -> list[Job]:
@@ -111,9 +116,11 @@ def read_evaluations(folder: Path) -> list[dict[str, Any]]:
     entries = []
     for line in lines:
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue  # a line being written
+        if isinstance(entry, dict) and is_number(entry.get("timesteps")) and is_number(entry.get("mean_lines")):
+            entries.append(entry)
     return entries
 
 
@@ -136,8 +143,8 @@ def pid_alive(pid: Any) -> bool:
 
 def job_row(job: Job) -> dict[str, Any]:
     summary, evaluations = job.summary, job.evaluations
-    best = summary.get("best") or max(evaluations, key=lambda e: e.get("mean_lines", -1), default={})
-    final = summary.get("final_evaluation") or {}
+    best = as_dict(summary.get("best")) or max(evaluations, key=lambda e: e["mean_lines"], default={})
+    final = as_dict(summary.get("final_evaluation"))
     seed = next((o.split("=", 1)[1] for o in job.overrides if o.split("=", 1)[0] == SEED_KEY), summary.get("seed"))
     objective = summary.get("objective")
     if objective is None and best:
@@ -153,7 +160,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "final_mean_lines": final.get("mean_lines"),
         "final_min_lines": final.get("min_lines"),
         "final_max_lines": final.get("max_lines"),
-        "training_mean_lines": (summary.get("training_lines") or {}).get("recent_mean"),
+        "training_mean_lines": as_dict(summary.get("training_lines")).get("recent_mean"),
         "timesteps": summary.get("timesteps", evaluations[-1]["timesteps"] if evaluations else None),
         "steps_per_s": summary.get("steps_per_s"),
         "wall_seconds": summary.get("wall_seconds"),
@@ -291,6 +298,7 @@ def plot_curves(jobs: list[Job], order: list[str], out: Path) -> Optional[Path]:
 def report(sweep: Path, out: Optional[Path] = None, console: Any = None) -> dict[str, Any]:
     """Build the report of ``sweep`` into ``out`` (the sweep folder by default); returns what it wrote."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     sweep = Path(sweep)
@@ -312,7 +320,7 @@ def report(sweep: Path, out: Optional[Path] = None, console: Any = None) -> dict
         for name in header:
             table.add_column(name, overflow="fold")
         for cells in body:
-            table.add_row(*cells)
+            table.add_row(*(escape(cell) for cell in cells))
         console.print(table)
 
     write_csv(

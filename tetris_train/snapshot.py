@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from .cli import ResumeError
 from .sweeps import CONFIG_FILE
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,21 @@ def snapshot(overrides: Optional[list[str]] = None) -> dict[str, Any]:
     }
 
 
+def write_snapshot(run_dir: Path) -> None:
+    """Record this session in ``run_dir``; a run continued in its folder keeps its earlier sessions."""
+    from .train import write_atomic
+
+    path = Path(run_dir) / SNAPSHOT_FILE
+    record = snapshot(task_overrides())
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict):
+        record["earlier"] = [*earlier.pop("earlier", []), earlier]
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
 def task_overrides() -> Optional[list[str]]:
     """The command line's overrides when running under Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -87,11 +103,14 @@ def rerun_config(run_dir: str, changes: dict[str, Any]) -> Any:
     try:
         saved = yaml.safe_load((folder / CONFIG_FILE).read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"rerun={run_dir}: {CONFIG_FILE} is unreadable: {' '.join(str(error).split())}") from None
+        raise ResumeError(f"rerun={run_dir}: {CONFIG_FILE} is unreadable: {' '.join(str(error).split())}") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"rerun={run_dir}: {CONFIG_FILE} holds no config")
     config = OmegaConf.merge(OmegaConf.structured(TrainingConfig), saved)
     for key, value in changes.items():
         OmegaConf.update(config, key, value, merge=False)
     config.rerun = str(folder.resolve())
+    config.resume = None  # a run that was resumed or continued is trained again from its first step
     warn_if_different(folder)
     return config
 
@@ -104,9 +123,9 @@ def warn_if_different(run_dir: Path) -> None:
         return
     now = snapshot()
     changed = [
-        f"{name} {recorded['versions'].get(name)} -> {version}"
+        f"{name} {(recorded.get('versions') or {}).get(name)} -> {version}"
         for name, version in now["versions"].items()
-        if recorded.get("versions", {}).get(name) != version
+        if (recorded.get("versions") or {}).get(name) != version
     ]
     if (recorded.get("git") or {}).get("commit") != (now["git"] or {}).get("commit"):
         changed.append(f"git commit {(recorded.get('git') or {}).get('commit')} -> {(now['git'] or {}).get('commit')}")

@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -32,19 +34,22 @@ CONTINUABLE_DIFFERENCES = ("schedule.", "agent.device", "resume", "rerun")
 INTERRUPTED = "interrupted"  # user attribute of an Optuna trial cut off by an interruption
 
 
-def job_folder(override_dirname: str, num: Any) -> str:
+def job_folder(override_dirname: str, num: Any, task_overrides: Any = None) -> str:
     """A multirun job's folder name: its overrides, or ``job<num>`` for a job without any.
 
     Long decimals (an Optuna trial's 0.00064664227174145) are shortened to 4 significant digits for
-    reading, and a hash of the exact overrides is appended, so that every job keeps its own folder.
+    reading; whenever the name is not the exact overrides (shortened, cut, or with keys left out by
+    ``hydra.job.config.override_dirname.exclude_keys``), a hash of all of them is appended, so that
+    every job keeps its own folder.
     """
     exact = str(override_dirname)
-    if not exact:
+    every = ",".join(sorted(str(o) for o in task_overrides)) if task_overrides is not None else exact
+    if not every:
         return f"job{num}"
-    items = [shorten_number(item) for item in split_overrides(exact)]
+    items = [shorten_number(item) for item in split_overrides(exact)] if exact else []
     name = ",".join(items).replace("/", "_").replace("\\", "_")
-    if name != exact or len(name.encode()) > MAX_FOLDER_NAME:
-        digest = hashlib.sha1(exact.encode()).hexdigest()[:8]
+    if name != exact or ",".join(sorted(split_overrides(exact))) != every or len(name.encode()) > MAX_FOLDER_NAME:
+        digest = hashlib.sha1(every.encode()).hexdigest()[:8]
         name = name.encode()[: MAX_FOLDER_NAME - 9].decode(errors="ignore") + "-" + digest
     return name
 
@@ -105,7 +110,14 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
         return None
     import yaml
 
-    previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    try:
+        previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ResumeError(
+            f"{run_dir / CONFIG_FILE} is unreadable ({' '.join(str(error).split())}): use a new run folder"
+        ) from None
+    if not isinstance(previous, dict):
+        raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: use a new run folder")
     differences = [
         (key, old, new)
         for key, old, new in diff(previous, config.to_dict())
@@ -118,6 +130,11 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
             f"run the sweep into a new folder (hydra.sweep.dir=...)"
         )
     summary = read_summary(run_dir)
+    if summary.get("status") == "running" and process_alive(summary) and summary.get("pid") != os.getpid():
+        raise ResumeError(
+            f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
+            f"one command per run folder at a time"
+        )
     if summary.get("status") == "finished" and (
         summary.get("timesteps", 0) >= config.schedule.max_timesteps
         or (summary.get("stop_reason") == "target_lines" and config.schedule.target_lines == previous_target(previous))
@@ -127,6 +144,17 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
         return Continuation(checkpoint=resolve_checkpoint(run_dir))
     except FileNotFoundError:
         return None  # nothing saved yet: start again
+
+
+def process_alive(summary: dict[str, Any]) -> bool:
+    """Whether the process a ``running`` summary names still runs (on another host: assumed so)."""
+    if summary.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(summary["pid"]), 0)
+    except (KeyError, OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 def previous_target(previous: dict[str, Any]) -> Any:
@@ -168,6 +196,11 @@ class ResumeOptunaStudy(Callback):
             return
         make_sqlite_folder(str(storage))
         done, again = resume_study(str(storage), str(study_name))
+        sampler = sweeper.get("sampler")
+        if (done or again) and sampler is not None and sampler.get("seed") is not None:
+            # a sampler seeded as before would propose the first trials' parameters again
+            with read_write(sampler), open_dict(sampler):
+                sampler.seed = int(sampler.seed) + done + again
         if done or again:
             log.info(
                 "study %s already holds %d finished trials of %d; %d interrupted ones run again",
@@ -178,6 +211,24 @@ class ResumeOptunaStudy(Callback):
             )
         with read_write(sweeper), open_dict(sweeper):
             sweeper.n_trials = max(int(sweeper.n_trials) - done, 0)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
+        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage or not study_name:
+            return
+        import optuna
+        from optuna.trial import TrialState
+
+        trials = optuna.load_study(study_name=str(study_name), storage=str(storage)).get_trials(deepcopy=False)
+        failed = [t.number for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED)]
+        if failed:  # the search itself went through: a warning, not a failure
+            log.warning(
+                "%d of %d trials failed (numbers %s); their job folders' summary.json say why",
+                len(failed),
+                len(trials),
+                ", ".join(map(str, failed)),
+            )
 
 
 def make_sqlite_folder(storage: str) -> None:

@@ -31,7 +31,7 @@ from .config import TrainingConfig
 from .env import make_env
 from .metrics import METRICS_FILE, configure_logger
 from .plots import plot_learning_curve
-from .snapshot import SNAPSHOT_FILE, snapshot, task_overrides
+from .snapshot import write_snapshot
 from .stopping import StopControl, stop_on_signals
 from .sweeps import CONFIG_FILE, SUMMARY_FILE
 
@@ -54,7 +54,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     schedule = config.schedule
     write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
-    write_atomic(run_dir / SNAPSHOT_FILE, json.dumps(snapshot(task_overrides()), indent=2) + "\n")
+    write_snapshot(run_dir)
     store = CheckpointStore(run_dir, schedule.checkpoint_dir, schedule.keep_last)
 
     started = time.perf_counter()
