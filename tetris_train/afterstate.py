@@ -117,6 +117,14 @@ class AfterstatePolicy(DQNPolicy):
         if mode != self.training or mode != self.q_net.training:
             super().set_training_mode(mode)
 
+    def _mode_matters(self) -> bool:
+        """Whether the Q-network behaves differently in training mode (dropout, batch norm): if not,
+        predict need not switch modes. Worked out once; the network's layers do not change."""
+        if getattr(self, "_mode_matters_cache", None) is None:
+            plain = (nn.Linear, nn.ReLU, nn.Sequential, nn.Identity, BaseFeaturesExtractor, QNetwork)
+            self._mode_matters_cache = any(not isinstance(m, plain) for m in self.q_net.modules())
+        return self._mode_matters_cache
+
     def predict(
         self,
         observation: Any,
@@ -128,7 +136,8 @@ class AfterstatePolicy(DQNPolicy):
         shape = self.observation_space.shape
         if not isinstance(observation, np.ndarray) or observation.shape[-len(shape) :] != shape:
             return super().predict(observation, state, episode_start, deterministic)
-        self.set_training_mode(False)
+        if self._mode_matters():
+            self.set_training_mode(False)
         with th.no_grad():
             obs = th.as_tensor(observation, dtype=th.float32, device=self.device).reshape(-1, *shape)
             actions = self.q_net.row_values(obs).argmax(dim=1).cpu().numpy()

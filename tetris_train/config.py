@@ -36,12 +36,12 @@ class AgentConfig:
     exploration_fraction: float = 0.002
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.001
-    target_update_interval: int = 1000
+    target_update_interval: int = 100
     train_freq: int = 4
     gradient_steps: int = 1
     learning_starts: int = 1_000
     net_arch: tuple[int, ...] = (64, 64)
-    tau: float = 1.0
+    tau: float = 0.2
     max_grad_norm: float = 10.0
     device: str = "auto"
     torch_threads: int = 1
