@@ -69,10 +69,12 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         ("schedule=no_such_option", ["schedule=no_such_option", "available", "smoke"]),
         ("env.width=2", ["env.width=2", "from 4 to 32"]),
         ("resume=nowhere", ["resume=nowhere", "no such file"]),
+        ("hydra.job.chdirr=true", ["hydra.job.chdirr=true", "no such key in Hydra's settings"]),
+        ("-m agent.gamma=interval(0.9,0.99)", ["INTERVAL_SWEEP", "hparams_search=dqn_optuna"]),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):
-    result = run_cli(tmp_path, override)
+    result = run_cli(tmp_path, *override.split(" "))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -255,6 +255,14 @@ def test_a_run_folder_of_another_config_is_not_continued(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"  # left as it was
 
 
+def test_the_resume_hint_quotes_what_hydra_would_misread(tmp_path):
+    from tetris_train.train import resume_hint
+
+    assert resume_hint(tmp_path / "plain") == f"resume with: python -m tetris_train resume={tmp_path / 'plain'}"
+    odd = tmp_path / "agent.gamma=0.9,seed=1"
+    assert resume_hint(odd) == f"resume with: python -m tetris_train \"resume='{odd}'\""
+
+
 def test_job_folder_names(tmp_path):
     from tetris_train.sweeps import MAX_FOLDER_NAME, job_folder
 

@@ -77,6 +77,11 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    if str(error).startswith("BasicSweeper does not support sweep type"):
+        return (
+            f"{error}: interval(), tag() and the like need an Optuna search "
+            f"(hparams_search=dqn_optuna or hydra/sweeper=optuna)"
+        )
     if isinstance(error, ConfigError):
         prefix = {"AgentConfig": "agent.", "EnvConfig": "env.", "ScheduleConfig": "schedule."}.get(error.owner, "")
         return f"{prefix}{error.field}={error.value!r} is invalid: expected {error.allowed}"
@@ -90,6 +95,8 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     cause = error.__cause__ if isinstance(error, ConfigCompositionException) else error
     key = getattr(cause, "full_key", None)
     given = given_value(key, overrides) if key else None
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key and str(key).startswith("hydra."):
+        return f"{key}={given}: no such key in Hydra's settings; see them with: python -m tetris_train --cfg hydra"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
         group = key.rpartition(".")[0]
         where = f"keys of {group}" if group else "top-level keys"

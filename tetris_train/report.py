@@ -1,4 +1,4 @@
-"""``python -m tetris_train.report <sweep folder>``: one table of a sweep's jobs, best configuration first.
+"""``python -m tetris_train.report <sweep folder>``: tables of a sweep's configurations and jobs, best first.
 
 Jobs whose overrides differ only by ``seed`` form one configuration, reported as mean ± std over its
 seeds. Prints the tables and writes ``report.csv`` (one row per job), ``report_configs.csv`` (one row
@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from .sweeps import shorten_number
 
 SEED_KEY = "seed"
 JOB_COLUMNS = (
@@ -57,6 +59,11 @@ class Job:
         """The overrides that vary in the sweep, but the seed: jobs that share it differ only by seed."""
         kept = [o for o in self.overrides if key_of(o) in self.varying and key_of(o) != SEED_KEY]
         return " ".join(kept) or "(all alike)"
+
+    @property
+    def label(self) -> str:
+        """The configuration for reading: long decimals to 4 significant digits."""
+        return " ".join(shorten_number(o) for o in self.configuration.split(" "))
 
 
 def key_of(override: str) -> str:
@@ -175,7 +182,7 @@ def configurations(jobs: list[Job]) -> list[dict[str, Any]]:
         groups.setdefault(job.configuration, []).append(job)
     rows = []
     for name, members in groups.items():
-        row: dict[str, Any] = {"configuration": name, "jobs": len(members)}
+        row: dict[str, Any] = {"configuration": name, "label": members[0].label, "jobs": len(members)}
         row["seeds"] = " ".join(str(j.row["seed"]) for j in members)
         statuses = [j.row["status"] for j in members]
         row["status"] = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
@@ -205,7 +212,7 @@ def config_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     header = ["configuration", "jobs", "status", "objective", "best lines", "final lines", "steps/s", "wall s"]
     body = [
         [
-            r["configuration"],
+            r["label"],
             str(r["jobs"]),
             r["status"],
             fmt(r["objective"], r["objective_std"]),
@@ -239,7 +246,7 @@ def job_table(jobs: list[Job], order: list[str]) -> tuple[list[str], list[list[s
             final += f" ({r['final_min_lines']}-{r['final_max_lines']})"
         status = r["status"] + (f": {r['error']}" if r["error"] else "")
         body.append(
-            [r["configuration"], fmt(r["seed"]), status, fmt(r["stop_reason"]), fmt(r["objective"]), final]
+            [job.label, fmt(r["seed"]), status, fmt(r["stop_reason"]), fmt(r["objective"]), final]
             + [fmt(r["steps_per_s"]), fmt(r["wall_seconds"])]
         )
     return header, body
@@ -270,7 +277,9 @@ def plot_curves(jobs: list[Job], order: list[str], out: Path) -> Optional[Path]:
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     for name in order:
         by_step: dict[int, list[float]] = {}
-        for job in (j for j in jobs if j.configuration == name):
+        members = [j for j in jobs if j.configuration == name]
+        label = members[0].label if members else name
+        for job in members:
             for entry in job.evaluations:
                 by_step.setdefault(int(entry["timesteps"]), []).append(float(entry["mean_lines"]))
         if not by_step:
@@ -278,7 +287,7 @@ def plot_curves(jobs: list[Job], order: list[str], out: Path) -> Optional[Path]:
         steps = sorted(by_step)
         mean = np.array([np.mean(by_step[s]) for s in steps])
         std = np.array([np.std(by_step[s]) for s in steps])
-        (line,) = ax.plot(steps, mean, "o-", markersize=3, label=name if len(name) <= 80 else name[:77] + "...")
+        (line,) = ax.plot(steps, mean, "o-", markersize=3, label=label if len(label) <= 80 else label[:77] + "...")
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     if not ax.get_legend_handles_labels()[0]:
         plt.close(fig)
@@ -306,7 +315,9 @@ def report(sweep: Path, out: Optional[Path] = None, console: Any = None) -> dict
         raise FileNotFoundError(f"{sweep}: no such folder")
     jobs = find_jobs(sweep)
     if not jobs:
-        raise FileNotFoundError(f"{sweep}: no job folders in it (a job folder holds .hydra/ or config.yaml)")
+        raise FileNotFoundError(
+            f"{sweep}: no job folders in it (a sweep folder holds one folder per job, each with .hydra/ or config.yaml)"
+        )
     out = Path(out) if out is not None else sweep
     out.mkdir(parents=True, exist_ok=True)
     groups = configurations(jobs)

@@ -114,10 +114,10 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
         previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     except yaml.YAMLError as error:
         raise ResumeError(
-            f"{run_dir / CONFIG_FILE} is unreadable ({' '.join(str(error).split())}): use a new run folder"
+            f"{run_dir / CONFIG_FILE} is unreadable ({' '.join(str(error).split())}): choose another folder"
         ) from None
     if not isinstance(previous, dict):
-        raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: use a new run folder")
+        raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: choose another folder")
     differences = [
         (key, old, new)
         for key, old, new in diff(previous, config.to_dict())
@@ -127,7 +127,7 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
         key, old, new = differences[0]
         raise ResumeError(
             f"{run_dir} already holds a run with {key}={old!r}, this job has {key}={new!r}: "
-            f"run the sweep into a new folder (hydra.sweep.dir=...)"
+            f"choose another folder (hydra.run.dir=... for a run, hydra.sweep.dir=... for a sweep)"
         )
     summary = read_summary(run_dir)
     if summary.get("status") == "running" and process_alive(summary) and summary.get("pid") != os.getpid():
@@ -203,7 +203,7 @@ class ResumeOptunaStudy(Callback):
                 sampler.seed = int(sampler.seed) + done + again
         if done or again:
             log.info(
-                "study %s already holds %d finished trials of %d; %d interrupted ones run again",
+                "study %s already holds %d finished trials of %d; interrupted trials to run again: %d",
                 study_name,
                 done,
                 sweeper.n_trials,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import socket
 import sys
@@ -122,7 +124,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         )
         if reason == "interrupted":
             summary.update(status="interrupted", objective=None, best=evaluation.best)
-            log.warning("interrupted at step %d; resume with: python -m tetris_train resume=%s", trained_to, run_dir)
+            log.warning("interrupted at step %d; %s", trained_to, resume_hint(run_dir))
         else:
             evaluated = len(evaluation.history)
             final = evaluation.evaluate_now()
@@ -160,6 +162,23 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         env.close()
     objective = summary["objective"] if summary["objective"] is not None else float("nan")
     return RunResult(summary["status"], summary["stop_reason"], objective, checkpoint, summary)
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue an interrupted run: the sweep command again for a multirun job, else resume=."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"to continue it, run the same sweep command again with hydra.sweep.dir={run_dir.parent}"
+    path = str(run_dir)
+    if not re.search(r"[=,'\"\s\[\](){}$`\\]", path):
+        argument = f"resume={path}"
+    elif not re.search(r"['\"$`\\]", path):
+        argument = f"\"resume='{path}'\""  # quoted for Hydra inside, for the shell outside
+    else:
+        argument = shlex.quote(f"resume='{path}'")
+    return f"resume with: python -m tetris_train {argument}"
 
 
 def lines_statistics(model: Any) -> dict[str, Any]:
