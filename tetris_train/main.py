@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import BadInputExit, JobFailed, ResumeError, bad_input_exits, run_app
+from .cli import BadInputExit, JobFailed, ResumeError, bad_input_exits, describe_error, run_app
 from .config import TrainingConfig, register_configs
 from .validation import ConfigError
 
@@ -152,8 +152,6 @@ def rerun(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
     except (ResumeError, FileNotFoundError):
         raise
     except Exception as error:
-        from .cli import describe_error
-
         message = describe_error(error) or " ".join(str(error).split())
         raise ResumeError(f"rerun={cfg.rerun}: its config.yaml does not fit the schema: {message}") from None
 

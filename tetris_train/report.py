@@ -13,15 +13,13 @@ import argparse
 import csv
 import json
 import math
-import os
-import socket
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .sweeps import shorten_number
+from .sweeps import process_alive, read_summary, shorten_number
 
 SEED_KEY = "seed"
 JOB_COLUMNS = (
@@ -89,7 +87,7 @@ def find_jobs(sweep: Path) -> list[Job]:
     for folder in sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not ((folder / ".hydra").is_dir() or (folder / "config.yaml").is_file()):
             continue
-        jobs.append(Job(folder, read_overrides(folder), read_json(folder / "summary.json"), read_evaluations(folder)))
+        jobs.append(Job(folder, read_overrides(folder), read_summary(folder), read_evaluations(folder)))
     common = set(common_overrides(jobs))
     varying = tuple(dict.fromkeys(key_of(o) for job in jobs for o in job.overrides if o not in common))
     for job in jobs:
@@ -105,14 +103,6 @@ def read_overrides(folder: Path) -> list[str]:
         return [str(o) for o in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []]
     except (OSError, ValueError, TypeError):
         return []
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def read_evaluations(folder: Path) -> list[dict[str, Any]]:
@@ -135,17 +125,8 @@ def job_status(job: Job) -> str:
     """finished | interrupted | failed | running | stopped (died without a word) | pending."""
     status = job.summary.get("status")
     if status == "running":
-        same_host = job.summary.get("host") == socket.gethostname()
-        return "running" if not same_host or pid_alive(job.summary.get("pid")) else "stopped"
+        return "running" if process_alive(job.summary) else "stopped"
     return status or "pending"
-
-
-def pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
 
 
 def job_row(job: Job) -> dict[str, Any]:

@@ -191,11 +191,11 @@ class ResumeOptunaStudy(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = config.hydra.sweeper
-        storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
-        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage or not study_name:
+        storage, study_name = stored_study(sweeper)
+        if storage is None:
             return
-        make_sqlite_folder(str(storage))
-        done, again = resume_study(str(storage), str(study_name))
+        make_sqlite_folder(storage)
+        done, again = resume_study(storage, study_name)
         sampler = sweeper.get("sampler")
         if (done or again) and sampler is not None and sampler.get("seed") is not None:
             # a sampler seeded as before would propose the first trials' parameters again
@@ -213,14 +213,13 @@ class ResumeOptunaStudy(Callback):
             sweeper.n_trials = max(int(sweeper.n_trials) - done, 0)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweeper = config.hydra.sweeper
-        storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
-        if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage or not study_name:
+        storage, study_name = stored_study(config.hydra.sweeper)
+        if storage is None:
             return
         import optuna
         from optuna.trial import TrialState
 
-        trials = optuna.load_study(study_name=str(study_name), storage=str(storage)).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
         failed = [t.number for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED)]
         if failed:  # the search itself went through: a warning, not a failure
             log.warning(
@@ -229,6 +228,14 @@ class ResumeOptunaStudy(Callback):
                 len(trials),
                 ", ".join(map(str, failed)),
             )
+
+
+def stored_study(sweeper: DictConfig) -> tuple[Optional[str], str]:
+    """(storage, study name) of an Optuna sweeper with a stored, named study; (None, "") otherwise."""
+    storage, study_name = sweeper.get("storage"), sweeper.get("study_name")
+    if "optuna" not in str(sweeper.get("_target_", "")).lower() or not storage or not study_name:
+        return None, ""
+    return str(storage), str(study_name)
 
 
 def make_sqlite_folder(storage: str) -> None:
