@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
-from tetris_train.afterstate import AfterstateDQN
+from tetris_train.afterstate import AfterstateDQN, AfterstateReplayBuffer
 from tetris_train.env import TetrisEnv, make_env
 from tetris_train.evaluation import evaluate, model_policy
 from tetris_train.players import HeuristicPlayer, RandomPlayer
@@ -58,16 +59,175 @@ def test_policy_save_load_round_trip_gives_equal_q_values(tmp_path):
         torch.testing.assert_close(loaded.q_net_target(obs), model.q_net_target(obs), rtol=0, atol=0)
 
 
+def fill_with_sb3s_buffer_beside(model, steps=400, seed=0):
+    """Play ``steps`` random placements into the model's (empty) replay buffer and into an SB3
+    ``ReplayBuffer`` beside it, with the same transitions; return the SB3 buffer."""
+    env = TetrisEnv(EnvConfig(max_pieces=50))
+    plain = ReplayBuffer(model.buffer_size, model.observation_space, model.action_space)
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    for _ in range(steps):
+        action = np.array([rng.integers(40)])
+        next_obs, reward, terminated, truncated, info = env.step(int(action[0]))
+        infos = [{**info, "TimeLimit.truncated": truncated and not terminated}]
+        for buffer in (model.replay_buffer, plain):
+            buffer.add(
+                obs[None], next_obs[None], action, np.array([reward]), np.array([terminated or truncated]), infos
+            )
+        obs = next_obs
+        if terminated or truncated:
+            obs, info = env.reset()
+    return plain
+
+
+def empty_model(**agent):
+    return trained_agent(steps=0, **agent).model
+
+
+def test_the_replay_buffer_samples_exactly_what_sb3s_holds():
+    model = empty_model()
+    plain = fill_with_sb3s_buffer_beside(model)
+    buffer = model.replay_buffer
+    assert buffer.code_dtype == np.uint16  # rows stored as integers, not float32
+    state = np.random.get_state()
+    ours = buffer.sample(64)
+    np.random.set_state(state)
+    sb3 = plain.sample(64)
+    rows = sb3.observations[torch.arange(64), sb3.actions.reshape(-1)]
+    assert ours.taken_rows.dtype == torch.float32 and ours.next_observations.dtype == torch.float32
+    torch.testing.assert_close(ours.taken_rows, rows, rtol=0, atol=0)
+    for name in ("actions", "next_observations", "dones", "rewards"):
+        torch.testing.assert_close(getattr(ours, name), getattr(sb3, name), rtol=0, atol=0)
+    assert ours.dones.sum() > 0  # games ended inside the sample: the done flags were compared
+
+
+def test_the_replay_buffer_is_a_quarter_of_sb3s():
+    model = empty_model()
+    plain = ReplayBuffer(model.buffer_size, model.observation_space, model.action_space)
+    size = sum(getattr(model.replay_buffer, name).nbytes for name in AfterstateReplayBuffer._ARRAYS)
+    sb3 = sum(
+        getattr(plain, name).nbytes
+        for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+    )
+    assert size < 0.3 * sb3
+
+
+def test_the_replay_buffer_refuses_rows_it_cannot_store_exactly():
+    buffer = empty_model().replay_buffer
+    obs = TetrisEnv().reset(seed=0)[0]
+    bent = obs.copy()
+    bent[0, 1] += 1e-3
+    with pytest.raises(ValueError, match="cannot be stored exactly"):
+        buffer.add(bent[None], obs[None], np.array([0]), np.array([0.0]), np.array([False]), [{}])
+
+
 def test_training_step_equals_sb3s():
-    """AfterstateDQN.train scores only the taken action's row; the update must be SB3's own."""
-    model = trained_agent().model
+    """AfterstateDQN.train reads only the taken action's row; the update must be SB3's own."""
+    model = empty_model()
+    plain = fill_with_sb3s_buffer_beside(model)
     twin = copy.deepcopy(model)
+    twin.replay_buffer = plain
     state = np.random.get_state()
     model.train(gradient_steps=3, batch_size=32)
     np.random.set_state(state)  # the same replay samples
     DQN.train(twin, gradient_steps=3, batch_size=32)
     for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def double_q_update_by_hand(twin, batch):
+    """One Double DQN update of ``twin`` on ``batch`` (SB3's samples), with whole forward passes."""
+    with torch.no_grad():
+        chosen = twin.q_net(batch.next_observations).argmax(dim=1, keepdim=True)
+        next_q = twin.q_net_target(batch.next_observations).gather(1, chosen)
+        plain_next_q = twin.q_net_target(batch.next_observations).max(dim=1, keepdim=True).values
+        assert not torch.allclose(next_q, plain_next_q)  # else Double DQN's target would be DQN's
+        target = batch.rewards + (1 - batch.dones) * twin.gamma * next_q
+    current = twin.q_net(batch.observations).gather(1, batch.actions.long())
+    loss = torch.nn.functional.smooth_l1_loss(current, target)
+    twin.policy.optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(twin.policy.parameters(), twin.max_grad_norm)
+    twin.policy.optimizer.step()
+
+
+def shake_target_network(model):
+    with torch.no_grad():  # make the two networks disagree
+        for p in model.q_net_target.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+
+
+def test_double_q_target_scores_the_online_networks_choice_with_the_target_network():
+    model = empty_model(double_q=True)
+    plain = fill_with_sb3s_buffer_beside(model)
+    shake_target_network(model)
+    twin = copy.deepcopy(model)
+    state = np.random.get_state()
+    model.train(gradient_steps=1, batch_size=64)
+    np.random.set_state(state)
+    double_q_update_by_hand(twin, plain.sample(64))
+    for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_double_q_with_sb3s_policy():
+    config = TrainingConfig(
+        agent=AgentConfig(policy="MlpPolicy", double_q=True, buffer_size=2_000, learning_starts=100, batch_size=32),
+        env=EnvConfig(observation="board", max_pieces=60),
+    )
+    model = TetrisAgent(make_env(config.env)(), config).train(300).model
+    shake_target_network(model)
+    twin = copy.deepcopy(model)
+    state = np.random.get_state()
+    model.train(gradient_steps=1, batch_size=32)
+    np.random.set_state(state)
+    double_q_update_by_hand(twin, twin.replay_buffer.sample(32))
+    for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_partly_filled_buffer_saves_only_its_transitions_and_loads_whole(tmp_path):
+    model = empty_model()
+    fill_with_sb3s_buffer_beside(model, steps=300)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    full_size = sum(getattr(model.replay_buffer, name).nbytes for name in AfterstateReplayBuffer._ARRAYS)
+    assert (tmp_path / "buffer.pkl").stat().st_size < 0.3 * full_size  # 300 of 2,000 places written
+    twin = copy.deepcopy(model)
+    twin.load_replay_buffer(tmp_path / "buffer.pkl")
+    for name in AfterstateReplayBuffer._ARRAYS:
+        old, new = getattr(model.replay_buffer, name), getattr(twin.replay_buffer, name)
+        assert new.shape == old.shape and new.dtype == old.dtype
+        np.testing.assert_array_equal(new, old)
+    assert twin.replay_buffer.pos == 300
+    fill_with_sb3s_buffer_beside(twin, steps=10)  # and it takes more
+    assert twin.replay_buffer.pos == 310
+
+
+@pytest.mark.parametrize("form", ["sb3", "with masks"])
+def test_a_checkpoint_with_whole_observations_loads_as_the_afterstate_buffer(tmp_path, form):
+    """Checkpoints written before this buffer hold SB3's ReplayBuffer, or this class with SB3's
+    arrays and the next states' masks."""
+    from stable_baselines3.common.save_util import save_to_pkl
+
+    model = empty_model()
+    plain = fill_with_sb3s_buffer_beside(model)
+    if form == "with masks":
+        earlier = AfterstateReplayBuffer.__new__(AfterstateReplayBuffer)
+        earlier.__dict__.update(plain.__dict__, next_action_masks=model.replay_buffer.next_action_masks.copy())
+        plain = earlier
+    save_to_pkl(tmp_path / "buffer.pkl", plain)
+    twin = copy.deepcopy(model)
+    twin.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert isinstance(twin.replay_buffer, AfterstateReplayBuffer) and twin.replay_buffer.code_dtype == np.uint16
+    names = ["taken_rows", "next_observations", "actions", "rewards", "dones", "timeouts"]
+    for name in names + (["next_action_masks"] if form == "with masks" else []):
+        np.testing.assert_array_equal(getattr(twin.replay_buffer, name), getattr(model.replay_buffer, name))
+    state = np.random.get_state()
+    model.train(gradient_steps=2, batch_size=32)
+    np.random.set_state(state)
+    twin.train(gradient_steps=2, batch_size=32)
+    for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_lockstep_evaluation_equals_playing_each_game_alone():
@@ -140,24 +300,6 @@ def test_the_replay_buffer_keeps_the_mask_of_each_next_state():
         buffer.add(obs[None], next_obs[None], np.array([action]), np.array([reward]), np.array([terminated]), [info])
         np.testing.assert_array_equal(buffer.next_action_masks[buffer.pos - 1, 0], env.action_masks())
         obs = next_obs
-
-
-def test_a_buffer_without_masks_still_trains():
-    """Checkpoints written before the masks existed hold SB3's plain ReplayBuffer."""
-    from stable_baselines3.common.buffers import ReplayBuffer
-
-    model = trained_agent(steps=300).model
-    plain = ReplayBuffer(2_000, model.observation_space, model.action_space)
-    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts", "pos", "full"):
-        setattr(plain, name, copy.deepcopy(getattr(model.replay_buffer, name)))
-    twin = copy.deepcopy(model)
-    twin.replay_buffer = plain
-    state = np.random.get_state()
-    model.train(gradient_steps=2, batch_size=32)
-    np.random.set_state(state)
-    twin.train(gradient_steps=2, batch_size=32)
-    for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_the_lean_predict_equals_sb3s():

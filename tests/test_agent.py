@@ -101,7 +101,7 @@ def test_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
     old, new = agent.model.replay_buffer, loaded.model.replay_buffer
     assert new.pos == old.pos == 600 and new.full == old.full
-    for field in ("observations", "next_observations", "actions", "rewards", "dones"):
+    for field in ("taken_rows", "next_observations", "next_action_masks", "actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(new, field)[:600], getattr(old, field)[:600])
     np.testing.assert_array_equal(loaded.model._last_obs, agent.model._last_obs)
 

@@ -4,24 +4,25 @@ The observation holds one feature row per action (the board that action would le
 MLP scores every row, and the row scores are the Q-values. SB3's DQN trains it with its own target
 network, TD target and loss. :class:`AfterstateDQN` skips work that cannot change an update: the
 online network scores only the taken action's row, and the target network scores only the rows of
-distinct placements (several actions can leave the same board), which
-:class:`AfterstateReplayBuffer` records.
+distinct placements (several actions can leave the same board). :class:`AfterstateReplayBuffer`
+keeps just what that update reads, as small integers: a quarter of SB3's buffer.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 from torch.nn import functional as F
+
+from .replay import AfterstateReplayBuffer
 
 
 class AfterstateExtractor(BaseFeaturesExtractor):
@@ -73,9 +74,8 @@ class AfterstateQNetwork(QNetwork):
     def forward(self, obs: th.Tensor) -> th.Tensor:
         return self.q_net(self.extract_features(obs, self.features_extractor)).squeeze(-1)
 
-    def q_values_of(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """Q(s, a) for one action per observation, ``(batch, 1)``: only those rows are scored."""
-        rows = obs[th.arange(obs.shape[0], device=obs.device), actions.reshape(-1)]
+    def score_rows(self, rows: th.Tensor) -> th.Tensor:
+        """Q-values ``(batch, 1)`` of one afterstate row ``(batch, n_features)`` each, with autograd."""
         return self.q_net(self.extract_features(rows, self.features_extractor))
 
     @th.no_grad()
@@ -92,12 +92,20 @@ class AfterstateQNetwork(QNetwork):
 
         Unmarked actions must repeat a marked action's row, so the maximum is the same.
         """
+        return self._masked_max(obs, masks).values
+
+    @th.no_grad()
+    def greedy_actions(self, obs: th.Tensor, masks: Optional[th.Tensor] = None) -> th.Tensor:
+        """argmax_a Q(s, a), ``(batch,)``, among the rows ``masks`` marks (every row without one)."""
+        return self._masked_max(obs, masks).indices
+
+    def _masked_max(self, obs: th.Tensor, masks: Optional[th.Tensor]) -> Any:
         if masks is None:
-            return self.row_values(obs).max(dim=1).values
+            return self.row_values(obs).max(dim=1)
         masks = masks | ~masks.any(dim=1, keepdim=True)  # a state with no marks would make the max -inf
         scores = obs.new_full(masks.shape, -th.inf)
         scores[masks] = self.row_values(obs[masks])
-        return scores.max(dim=1).values
+        return scores.max(dim=1)
 
 
 class AfterstatePolicy(DQNPolicy):
@@ -144,70 +152,53 @@ class AfterstatePolicy(DQNPolicy):
         return (actions if observation.ndim > len(shape) else actions.reshape(())), state
 
 
-class AfterstateReplayBufferSamples(NamedTuple):
-    """SB3's ``ReplayBufferSamples`` plus the distinct placements of each next state."""
-
-    observations: th.Tensor
-    actions: th.Tensor
-    next_observations: th.Tensor
-    dones: th.Tensor
-    rewards: th.Tensor
-    discounts: Optional[th.Tensor] = None
-    next_action_masks: Optional[th.Tensor] = None
-
-
-class AfterstateReplayBuffer(ReplayBuffer):
-    """SB3's ``ReplayBuffer`` that also keeps ``info["action_mask"]`` of each next state, and samples
-    without copying the batch twice. Samples are drawn with the same random numbers as SB3's."""
-
-    def __init__(
-        self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Discrete, *args, **kwargs
-    ):
-        super().__init__(buffer_size, observation_space, action_space, *args, **kwargs)
-        self.next_action_masks = np.ones((self.buffer_size, self.n_envs, int(action_space.n)), dtype=bool)
-
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:
-        pos = self.pos
-        super().add(obs, next_obs, action, reward, done, infos)
-        for i, info in enumerate(infos):
-            mask = info.get("action_mask")
-            self.next_action_masks[pos, i] = True if mask is None else mask
-
-    def _get_samples(self, batch_inds: np.ndarray, env=None) -> AfterstateReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        if self.optimize_memory_usage:
-            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
-        else:
-            next_obs = self.next_observations[batch_inds, env_indices, :]
-        data = (
-            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(next_obs, env),
-            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
-            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
-        )
-        tensors = [th.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in data]
-        masks = th.from_numpy(self.next_action_masks[batch_inds, env_indices]).to(self.device)
-        return AfterstateReplayBufferSamples(*tensors, next_action_masks=masks)
-
-
 class AfterstateDQN(DQN):
     """SB3's DQN for the afterstate policy.
 
     ``DQN.train`` scores every action of each sampled state and keeps the one taken; with one row
     per action that is ``n_actions`` times the work the loss needs. This ``train`` is SB3's,
     line for line, except that the online network scores only the taken action's row and the
-    target network only the distinct placements of the next state (when the replay buffer knows
-    them). The loss, and so every update, is the same.
+    target network only the distinct placements of the next state, both read from
+    :class:`AfterstateReplayBuffer`. The loss, and so every update, is the same. (With another
+    replay buffer it is SB3's ``train``.)
+
+    ``double_q``: Double DQN's target (van Hasselt et al., 2016), for either policy: the online
+    network picks the next state's action, the target network scores it. With the afterstate
+    policy the scoring of the next state's rows moves from the target to the online network, so
+    it costs one row per sample.
     """
 
-    def __init__(self, policy: Any, env: Any, *args: Any, **kwargs: Any):
+    def __init__(self, policy: Any, env: Any, *args: Any, double_q: bool = False, **kwargs: Any):
         if policy is AfterstatePolicy:
             kwargs.setdefault("replay_buffer_class", AfterstateReplayBuffer)
+        self.double_q = double_q
         super().__init__(policy, env, *args, **kwargs)
 
+    def _setup_model(self) -> None:
+        if self.replay_buffer_class is AfterstateReplayBuffer and "feature_scale" not in (
+            self.replay_buffer_kwargs or {}
+        ):
+            self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "feature_scale": self._feature_scale()}
+        super()._setup_model()
+
+    def _feature_scale(self) -> Optional[np.ndarray]:
+        """The environment's feature divisors, which let the replay buffer store rows as integers."""
+        try:
+            scale = self.env.get_attr("feature_scale")[0] if self.env is not None else None
+        except AttributeError:
+            return None
+        return None if scale is None else np.asarray(scale, np.float64)
+
+    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
+        """SB3's, and a buffer saved in SB3's or an earlier form comes back as this policy's buffer."""
+        super().load_replay_buffer(path, truncate_last_traj)
+        if isinstance(self.policy, AfterstatePolicy) and "taken_rows" not in self.replay_buffer.__dict__:
+            scale = (self.replay_buffer_kwargs or {}).get("feature_scale")
+            self.replay_buffer = AfterstateReplayBuffer.from_replay_buffer(self.replay_buffer, scale)
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        if not isinstance(self.policy, AfterstatePolicy):
+        lean = isinstance(self.policy, AfterstatePolicy) and isinstance(self.replay_buffer, AfterstateReplayBuffer)
+        if not lean and not self.double_q:
             return super().train(gradient_steps, batch_size)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -218,12 +209,13 @@ class AfterstateDQN(DQN):
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
 
             with th.no_grad():
-                masks = getattr(replay_data, "next_action_masks", None)
-                next_q_values = self.q_net_target.max_q_values(replay_data.next_observations, masks)
-                next_q_values = next_q_values.reshape(-1, 1)
+                next_q_values = self._next_q_values(replay_data, lean).reshape(-1, 1)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            current_q_values = self.q_net.q_values_of(replay_data.observations, replay_data.actions.long())
+            if lean:
+                current_q_values = self.q_net.score_rows(replay_data.taken_rows)
+            else:
+                current_q_values = th.gather(self.q_net(replay_data.observations), 1, replay_data.actions.long())
 
             loss = F.smooth_l1_loss(current_q_values, target_q_values)
             losses.append(loss.item())
@@ -236,6 +228,20 @@ class AfterstateDQN(DQN):
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", np.mean(losses))
+
+    def _next_q_values(self, replay_data: Any, lean: bool) -> th.Tensor:
+        """The next state's value in the TD target: max_a Q_target(s', a), or with ``double_q``
+        Q_target(s', argmax_a Q(s', a))."""
+        next_obs = replay_data.next_observations
+        if not lean:  # SB3's networks: every action scored
+            if not self.double_q:
+                return self.q_net_target(next_obs).max(dim=1).values
+            return self.q_net_target(next_obs).gather(1, self.q_net(next_obs).argmax(dim=1, keepdim=True))
+        masks = replay_data.next_action_masks
+        if not self.double_q:
+            return self.q_net_target.max_q_values(next_obs, masks)
+        chosen = next_obs[th.arange(next_obs.shape[0]), self.q_net.greedy_actions(next_obs, masks)]
+        return self.q_net_target.row_values(chosen)
 
 
 POLICY_CLASSES: dict[str, Any] = {"afterstate": AfterstatePolicy, "MlpPolicy": "MlpPolicy"}

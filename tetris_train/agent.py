@@ -75,7 +75,7 @@ class TetrisAgent:
         self.config = config
         agent = config.agent
         th.set_num_threads(agent.torch_threads)
-        self.model = AfterstateDQN(POLICY_CLASSES[agent.policy], env, **dqn_arguments(config))
+        self.model = AfterstateDQN(POLICY_CLASSES[agent.policy], env, double_q=agent.double_q, **dqn_arguments(config))
         self._total_timesteps_trained = 0
         self._learning_from: Optional[tuple[int, int]] = None  # (num_timesteps, trained) when learn() began
 

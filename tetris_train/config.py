@@ -24,13 +24,14 @@ class AgentConfig:
 
     Defaults are those measured to learn Tetris with the afterstate policy (README, "Defaults that
     learn"); ``agent=seed`` restores the seed plan's set: MlpPolicy, learning_rate 1e-4, batch 64,
-    gamma 0.99, exploration 0.2 to 0.05, learning_starts 10,000, net_arch (256, 256).
+    gamma 0.99, exploration 0.2 to 0.05, learning_starts 10,000, net_arch (256, 256), buffer 100,000,
+    plain DQN targets (no double_q).
     """
 
     policy: str = "afterstate"
     learning_rate: float = 1e-3
     learning_rate_end: Optional[float] = 0.0
-    buffer_size: int = 100_000
+    buffer_size: int = 500_000
     batch_size: int = 128
     gamma: float = 0.95
     exploration_fraction: float = 0.002
@@ -42,6 +43,7 @@ class AgentConfig:
     learning_starts: int = 1_000
     net_arch: tuple[int, ...] = (64, 64)
     tau: float = 0.2
+    double_q: bool = True
     max_grad_norm: float = 10.0
     device: str = "auto"
     torch_threads: int = 1
@@ -77,6 +79,7 @@ class AgentConfig:
             value = getattr(self, name)
             _check(is_number(value) and 0 <= value <= 1, name, f"a number with 0 <= {name} <= 1")
         _check(is_number(self.tau) and 0 < self.tau <= 1, "tau", "a number with 0 < tau <= 1")
+        _check(isinstance(self.double_q, bool), "double_q", "true or false")
         _check(is_number(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "a number > 0")
         sizes = self.net_arch
         _check(

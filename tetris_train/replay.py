@@ -1,0 +1,207 @@
+"""The replay buffer of the afterstate update: what the update reads, stored as small integers.
+
+Per transition the update reads the taken action's afterstate row, every row of the next state and
+which of those rows are distinct placements; SB3's ``ReplayBuffer`` keeps every row of both states
+as float32. Each feature is a half-integer count over the environment's divisor
+(``TetrisEnv.feature_scale``), so a row is stored exactly as integer codes and decoded with the
+environment's own float64 division: samples equal the observations bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from numba import njit
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+
+
+class AfterstateReplayBufferSamples(NamedTuple):
+    """A batch for the afterstate update.
+
+    ``taken_rows`` holds only the afterstate row of the action taken in each sampled state (all the
+    online network scores); ``next_observations`` every row of the next state, and
+    ``next_action_masks`` its distinct placements.
+    """
+
+    taken_rows: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    next_action_masks: th.Tensor
+    discounts: Optional[th.Tensor] = None
+
+
+def feature_codes(observation_space: spaces.Box, feature_scale: Optional[np.ndarray]) -> tuple[np.dtype, np.ndarray]:
+    """How :class:`AfterstateReplayBuffer` stores feature rows: an integer dtype and the divisor
+    that turns a code back into the feature, or float32 and None when the features are not known
+    to be ``k / (2 * scale)`` (half-integers over the environment's divisors)."""
+    if feature_scale is None:
+        return np.dtype(np.float32), None
+    divisor = 2.0 * np.asarray(feature_scale, np.float64)
+    if divisor.shape != observation_space.shape[-1:]:
+        raise ValueError(f"feature_scale has {divisor.shape[0]} divisors for rows of {observation_space.shape[-1]}")
+    largest = float(np.max(np.asarray(observation_space.high, np.float64) * divisor))
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest < np.iinfo(dtype).max:
+            return np.dtype(dtype), divisor
+    return np.dtype(np.float32), None
+
+
+class AfterstateReplayBuffer(ReplayBuffer):
+    """The replay buffer of the afterstate update, a quarter of the size of SB3's ``ReplayBuffer``.
+
+    It keeps per transition only what the update reads: the taken action's afterstate row (not all
+    of the state's rows), every row of the next state, and ``info["action_mask"]`` of the next state.
+    With ``feature_scale`` (``TetrisEnv.feature_scale``) rows are stored as small integers, exactly:
+    each feature is a half-integer count over its divisor, and decoding repeats the environment's own
+    float64 division, so samples equal the observations bit for bit (checked on every ``add``).
+    Samples are drawn with the same random numbers as SB3's. A checkpoint holds only the filled part.
+    """
+
+    _ARRAYS = ("taken_rows", "next_observations", "next_action_masks", "actions", "rewards", "dones", "timeouts")
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        feature_scale: Optional[np.ndarray] = None,
+    ):
+        if optimize_memory_usage or not handle_timeout_termination:
+            raise ValueError("AfterstateReplayBuffer always handles timeouts and needs no optimize_memory_usage")
+        # ReplayBuffer.__init__ would allocate full float32 observations; this buffer keeps its own arrays.
+        BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)
+        self.optimize_memory_usage = False
+        self.handle_timeout_termination = True
+        self.code_dtype, self.code_divisor = feature_codes(observation_space, feature_scale)
+        n_rows, n_features = self.obs_shape
+        size, n = self.buffer_size, n_envs
+        self.taken_rows = np.zeros((size, n, n_features), self.code_dtype)
+        self.next_observations = np.zeros((size, n, n_rows, n_features), self.code_dtype)
+        self.next_action_masks = np.ones((size, n, int(action_space.n)), dtype=bool)
+        self.actions = np.zeros((size, n, self.action_dim), self._maybe_cast_dtype(action_space.dtype))
+        self.rewards = np.zeros((size, n), np.float32)
+        self.dones = np.zeros((size, n), np.float32)
+        self.timeouts = np.zeros((size, n), np.float32)
+
+    def encode(self, rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Feature rows as stored (into ``out`` if given); a clear error if storing them would change them."""
+        rows = np.ascontiguousarray(rows, np.float32)
+        if out is None:
+            out = np.empty(rows.shape, self.code_dtype)
+        if self.code_divisor is None:
+            out[...] = rows
+        elif not _encode_rows(rows.reshape(-1, rows.shape[-1]), self.code_divisor, out.reshape(-1, rows.shape[-1])):
+            raise ValueError(
+                "AfterstateReplayBuffer: an observation is not a half-integer count over feature_scale, "
+                "so it cannot be stored exactly; build the buffer with feature_scale=None"
+            )
+        return out
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Stored rows as float32 features, as the environment computed them (float64 division)."""
+        if self.code_divisor is None:
+            return codes
+        return (codes / self.code_divisor).astype(np.float32)
+
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:
+        action = np.asarray(action).reshape((self.n_envs, self.action_dim))
+        obs = np.asarray(obs).reshape((self.n_envs, *self.obs_shape))
+        pos = self.pos
+        self.encode(obs[np.arange(self.n_envs), action[:, 0]], out=self.taken_rows[pos])
+        self.encode(np.asarray(next_obs).reshape(obs.shape), out=self.next_observations[pos])
+        for i, info in enumerate(infos):
+            mask = info.get("action_mask")
+            self.next_action_masks[pos, i] = True if mask is None else mask
+        self.actions[pos] = action
+        self.rewards[pos] = np.asarray(reward)
+        self.dones[pos] = np.asarray(done)
+        self.timeouts[pos] = np.array([info.get("TimeLimit.truncated", False) for info in infos])
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full = True
+            self.pos = 0
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> AfterstateReplayBufferSamples:
+        if env is not None:
+            raise ValueError("AfterstateReplayBuffer does not support VecNormalize")
+        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        data = (
+            self.decode(self.taken_rows[batch_inds, env_indices]),
+            self.actions[batch_inds, env_indices],
+            self.decode(self.next_observations[batch_inds, env_indices]),
+            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
+            self.rewards[batch_inds, env_indices].reshape(-1, 1),
+            self.next_action_masks[batch_inds, env_indices],
+        )
+        return AfterstateReplayBufferSamples(*(th.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in data))
+
+    @classmethod
+    def from_replay_buffer(
+        cls, old: ReplayBuffer, feature_scale: Optional[np.ndarray] = None
+    ) -> AfterstateReplayBuffer:
+        """This buffer holding the transitions of SB3's ``ReplayBuffer`` (or of this buffer's earlier,
+        full-observation form), at the same positions: how checkpoints written before it load."""
+        new = cls(
+            old.buffer_size * old.n_envs,
+            old.observation_space,
+            old.action_space,
+            old.device,
+            old.n_envs,
+            feature_scale=feature_scale,
+        )
+        filled = old.buffer_size if old.full else old.pos
+        if old.optimize_memory_usage:
+            raise ValueError("cannot convert a replay buffer with optimize_memory_usage")
+        actions = old.actions[:filled].reshape(filled, old.n_envs, -1)
+        rows = np.take_along_axis(old.observations[:filled], actions[..., None].astype(np.int64), axis=2)
+        new.taken_rows[:filled] = new.encode(rows[:, :, 0])
+        new.next_observations[:filled] = new.encode(old.next_observations[:filled])
+        masks = old.__dict__.get("next_action_masks")
+        if masks is not None:
+            new.next_action_masks[:filled] = masks[:filled]
+        for name in ("actions", "rewards", "dones", "timeouts"):
+            getattr(new, name)[:filled] = getattr(old, name)[:filled]
+        new.pos, new.full = old.pos, old.full
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if not self.full and "taken_rows" in state:  # the empty rest is not worth writing
+            for name in self._ARRAYS:
+                state[name] = state[name][: self.pos].copy()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "taken_rows" not in state:
+            return  # the earlier form, with full observations: AfterstateDQN.load_replay_buffer converts it
+        for name in self._ARRAYS:
+            array = state[name]
+            if array.shape[0] < self.buffer_size:
+                grown = np.ones if name == "next_action_masks" else np.zeros
+                whole = grown((self.buffer_size, *array.shape[1:]), array.dtype)
+                whole[: array.shape[0]] = array
+                setattr(self, name, whole)
+
+
+@njit(cache=True)
+def _encode_rows(rows, divisor, out):
+    """Codes of ``rows`` into ``out``; False (``out`` partly written) if a row would not decode to itself."""
+    top = np.iinfo(out.dtype).max
+    for i in range(rows.shape[0]):
+        for f in range(rows.shape[1]):
+            code = np.rint(np.float64(rows[i, f]) * divisor[f])
+            if not 0 <= code <= top or np.float32(code / divisor[f]) != rows[i, f]:
+                return False
+            out[i, f] = code
+    return True
