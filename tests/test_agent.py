@@ -280,3 +280,28 @@ def test_resume_can_change_the_device(tmp_path, monkeypatch):
     assert seen["device"] == "cpu"
     TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)())
     assert seen["device"] == config.agent.device
+
+
+def test_a_checkpoint_from_before_double_q_resumes_with_plain_targets(tmp_path):
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(300)
+    agent.save_checkpoint(tmp_path / "ckpt")
+    metadata = json.loads((tmp_path / "ckpt" / "metadata.json").read_text())
+    del metadata["config"]["agent"]["double_q"]  # what format 2 wrote
+    metadata["format"] = 2
+    (tmp_path / "ckpt" / "metadata.json").write_text(json.dumps(metadata))
+    assert read_metadata(tmp_path / "ckpt")["config"]["agent"]["double_q"] is False
+    loaded = TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)())
+    assert loaded.config.agent.double_q is False and loaded.model.double_q is False
+
+
+def test_the_memory_check_counts_the_afterstate_buffer(monkeypatch):
+    from tetris_train import main
+    from tetris_train.validation import ConfigError
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2 * 2**30 // 4096}  # a 2 GiB machine
+    monkeypatch.setattr(main.os, "sysconf", lambda name: pages[name])
+    main.check_memory(TrainingConfig())  # the default 500,000 transitions: 1.2 GB (SB3's buffer: 4.2 GiB)
+    with pytest.raises(ConfigError, match="buffer_size"):
+        main.check_memory(TrainingConfig(agent=AgentConfig(buffer_size=1_000_000)))

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TrainingConfig
-from tetris_train.config import register_configs
+from tetris_train.config import complete_saved_config, register_configs
 from tetris_train.validation import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -24,6 +24,7 @@ SEED_DEFAULTS = {
     "gradient_steps": 1,
     "learning_starts": 10_000,
     "net_arch": (256, 256),
+    "double_q": False,
 }
 
 
@@ -154,3 +155,12 @@ def test_ranges_are_checked(make, field):
         make()
     assert err.value.field == field
     assert f".{field}=" in str(err.value) and "expected" in str(err.value)
+
+
+def test_configs_saved_before_a_key_existed_mean_what_they_did():
+    saved = TrainingConfig().to_dict()
+    del saved["agent"]["double_q"], saved["agent"]["learning_rate_end"]
+    completed = TrainingConfig.from_dict(complete_saved_config(saved)).agent
+    assert completed.double_q is False and completed.learning_rate_end is None  # plain targets, a constant rate
+    kept = TrainingConfig().to_dict()
+    assert complete_saved_config(kept)["agent"]["double_q"] is True  # a saved value stays

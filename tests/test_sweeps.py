@@ -280,3 +280,17 @@ def test_job_folder_names(tmp_path):
     long = job_folder("x" * 300, 0)
     assert len(long.encode()) <= MAX_FOLDER_NAME and long != job_folder("x" * 299 + "y", 0)
     (tmp_path / long).mkdir()  # the file system takes it
+
+
+def test_a_job_folder_saved_before_double_q_continues_a_job_with_plain_targets(tmp_path):
+    from tetris_train import AgentConfig, TrainingConfig
+    from tetris_train.cli import ResumeError
+    from tetris_train.sweeps import CONFIG_FILE, find_continuation
+
+    plain = TrainingConfig(agent=AgentConfig(double_q=False))
+    saved = plain.to_dict()
+    del saved["agent"]["double_q"]  # a folder written before the option existed trained plain targets
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(saved))
+    assert find_continuation(plain, tmp_path) is None  # the same run, nothing saved yet: start it
+    with pytest.raises(ResumeError, match="agent.double_q=False"):
+        find_continuation(TrainingConfig(), tmp_path)

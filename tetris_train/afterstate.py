@@ -160,7 +160,7 @@ class AfterstateDQN(DQN):
     line for line, except that the online network scores only the taken action's row and the
     target network only the distinct placements of the next state, both read from
     :class:`AfterstateReplayBuffer`. The loss, and so every update, is the same. (With another
-    replay buffer it is SB3's ``train``.)
+    replay buffer and plain targets it is SB3's ``train``.)
 
     ``double_q``: Double DQN's target (van Hasselt et al., 2016), for either policy: the online
     network picks the next state's action, the target network scores it. With the afterstate
@@ -187,7 +187,10 @@ class AfterstateDQN(DQN):
             scale = self.env.get_attr("feature_scale")[0] if self.env is not None else None
         except AttributeError:
             return None
-        return None if scale is None else np.asarray(scale, np.float64)
+        shape = self.observation_space.shape
+        if scale is None or len(shape) != 2 or shape[1] != len(scale):
+            return None  # not afterstate rows: the policy's feature extractor says so
+        return np.asarray(scale, np.float64)
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         """SB3's, and a buffer saved in SB3's or an earlier form comes back as this policy's buffer."""
@@ -240,7 +243,8 @@ class AfterstateDQN(DQN):
         masks = replay_data.next_action_masks
         if not self.double_q:
             return self.q_net_target.max_q_values(next_obs, masks)
-        chosen = next_obs[th.arange(next_obs.shape[0]), self.q_net.greedy_actions(next_obs, masks)]
+        rows = th.arange(next_obs.shape[0], device=next_obs.device)
+        chosen = next_obs[rows, self.q_net.greedy_actions(next_obs, masks)]
         return self.q_net_target.row_values(chosen)
 
 

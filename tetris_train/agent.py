@@ -27,7 +27,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
 from .afterstate import POLICY_CLASSES, AfterstateDQN
-from .config import TrainingConfig
+from .config import TrainingConfig, complete_saved_config
 from .env import TetrisEnv
 
 MODEL_FILE = "model.zip"
@@ -36,7 +36,7 @@ STATE_FILE = "training_state.pkl"
 METADATA_FILE = "metadata.json"
 CHECKPOINT_FILES = (MODEL_FILE, BUFFER_FILE, STATE_FILE, METADATA_FILE)
 STANDARD_METADATA = ("format", "timesteps_trained", "num_timesteps", "episodes", "config", "versions", "time")
-CHECKPOINT_FORMAT = 2  # 2: learning_rate_end (format 1 had a constant learning rate)
+CHECKPOINT_FORMAT = 3  # 2: learning_rate_end (format 1: a constant rate); 3: double_q (before: plain targets)
 _MONITOR_FIELDS = ("rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps")
 
 PathLike = Union[str, os.PathLike]
@@ -166,6 +166,7 @@ class TetrisAgent:
         device = device or agent.config.agent.device
         # force_reset=False keeps the observation in flight; _restore_state puts the game back under it
         agent.model = AfterstateDQN.load(path / MODEL_FILE, env=env, device=device, force_reset=False)
+        agent.model.double_q = agent.config.agent.double_q  # a model saved before the option trained without it
         agent.model.load_replay_buffer(path / BUFFER_FILE)
         with open(path / STATE_FILE, "rb") as f:
             agent._restore_state(pickle.load(f))
@@ -295,10 +296,9 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path / METADATA_FILE} is unreadable: {error}") from None
     found = metadata.get("format") if isinstance(metadata, dict) else None
-    if found not in (1, CHECKPOINT_FORMAT):
+    if found not in range(1, CHECKPOINT_FORMAT + 1):
         raise CheckpointError(f"{path}: checkpoint format {found!r}; this version reads 1 to {CHECKPOINT_FORMAT}")
-    if found == 1:
-        metadata["config"]["agent"].setdefault("learning_rate_end", None)
+    complete_saved_config(metadata["config"])
     return metadata
 
 

@@ -237,6 +237,21 @@ class TrainingConfig:
         return cls(**built, **top)
 
 
+# Keys added after runs were first saved, with the value that does what runs saved without them did.
+_KEYS_ADDED = {"agent": {"learning_rate_end": None, "double_q": False}}
+
+
+def complete_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config dict saved by an earlier version (a checkpoint's or a run folder's), with the keys it
+    predates set to what that version did, so that it means the run it describes."""
+    for group, added in _KEYS_ADDED.items():
+        section = saved.get(group)
+        if isinstance(section, dict):
+            for key, value in added.items():
+                section.setdefault(key, value)
+    return saved
+
+
 def register_configs() -> None:
     """Register the dataclasses in Hydra's ConfigStore as the schema of ``conf/``."""
     from hydra.core.config_store import ConfigStore

@@ -85,9 +85,15 @@ def write_failure(run_dir: Path, message: str) -> None:
 def check_memory(config: TrainingConfig) -> None:
     """Refuse a replay buffer larger than the machine's memory before allocating it."""
     from .env import TetrisEnv
+    from .replay import AfterstateReplayBuffer
 
     env = TetrisEnv(config.env)
-    need = 2 * config.agent.buffer_size * int(np.prod(env.observation_space.shape)) * 4  # obs + next obs, float32
+    if config.agent.policy == "afterstate" and config.env.observation == "afterstates":
+        need = config.agent.buffer_size * AfterstateReplayBuffer.transition_bytes(
+            env.observation_space, env.feature_scale
+        )
+    else:
+        need = 2 * config.agent.buffer_size * int(np.prod(env.observation_space.shape)) * 4  # SB3's: obs + next obs
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -93,6 +93,14 @@ class AfterstateReplayBuffer(ReplayBuffer):
         self.dones = np.zeros((size, n), np.float32)
         self.timeouts = np.zeros((size, n), np.float32)
 
+    @staticmethod
+    def transition_bytes(observation_space: spaces.Box, feature_scale: Optional[np.ndarray]) -> int:
+        """Memory one transition takes (per environment)."""
+        n_rows, n_features = observation_space.shape
+        code_size = feature_codes(observation_space, feature_scale)[0].itemsize
+        # rows of both states, the next state's mask, action (int64), reward, done and timeout (float32)
+        return (1 + n_rows) * n_features * code_size + n_rows + 8 + 3 * 4
+
     def encode(self, rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Feature rows as stored (into ``out`` if given); a clear error if storing them would change them."""
         rows = np.ascontiguousarray(rows, np.float32)
@@ -178,7 +186,7 @@ class AfterstateReplayBuffer(ReplayBuffer):
         state = self.__dict__.copy()
         if not self.full and "taken_rows" in state:  # the empty rest is not worth writing
             for name in self._ARRAYS:
-                state[name] = state[name][: self.pos].copy()
+                state[name] = state[name][: self.pos]  # a view: pickled without a copy
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

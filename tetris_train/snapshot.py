@@ -93,7 +93,7 @@ def rerun_config(run_dir: str, changes: dict[str, Any]) -> Any:
     (dotted keys from RERUN_CHANGEABLE) on top. Warns where the code or the versions differ from the run's."""
     from omegaconf import OmegaConf
 
-    from .config import TrainingConfig
+    from .config import TrainingConfig, complete_saved_config
 
     folder = Path(run_dir).expanduser()
     if not (folder / CONFIG_FILE).is_file():
@@ -106,7 +106,7 @@ def rerun_config(run_dir: str, changes: dict[str, Any]) -> Any:
         raise ResumeError(f"rerun={run_dir}: {CONFIG_FILE} is unreadable: {' '.join(str(error).split())}") from None
     if not isinstance(saved, dict):
         raise ResumeError(f"rerun={run_dir}: {CONFIG_FILE} holds no config")
-    config = OmegaConf.merge(OmegaConf.structured(TrainingConfig), saved)
+    config = OmegaConf.merge(OmegaConf.structured(TrainingConfig), complete_saved_config(saved))
     for key, value in changes.items():
         OmegaConf.update(config, key, value, merge=False)
     config.rerun = str(folder.resolve())

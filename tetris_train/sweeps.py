@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from .cli import ResumeError
-from .config import TrainingConfig
+from .config import TrainingConfig, complete_saved_config
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
         raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: choose another folder")
     differences = [
         (key, old, new)
-        for key, old, new in diff(previous, config.to_dict())
+        for key, old, new in diff(complete_saved_config(previous), config.to_dict())
         if not key.startswith(CONTINUABLE_DIFFERENCES)
     ]
     if differences:
