@@ -236,9 +236,7 @@ class AfterstateDQN(DQN):
         """The next state's value in the TD target: max_a Q_target(s', a), or with ``double_q``
         Q_target(s', argmax_a Q(s', a))."""
         next_obs = replay_data.next_observations
-        if not lean:  # SB3's networks: every action scored
-            if not self.double_q:
-                return self.q_net_target(next_obs).max(dim=1).values
+        if not lean:  # Double DQN with SB3's networks (plain targets there are SB3's train): every action scored
             return self.q_net_target(next_obs).gather(1, self.q_net(next_obs).argmax(dim=1, keepdim=True))
         masks = replay_data.next_action_masks
         if not self.double_q:

@@ -88,9 +88,9 @@ def check_memory(config: TrainingConfig) -> None:
     from .replay import AfterstateReplayBuffer
 
     env = TetrisEnv(config.env)
-    if config.agent.policy == "afterstate" and config.env.observation == "afterstates":
+    if config.agent.policy == "afterstate":
         need = config.agent.buffer_size * AfterstateReplayBuffer.transition_bytes(
-            env.observation_space, env.feature_scale
+            env.observation_space, env.action_space, env.feature_scale
         )
     else:
         need = 2 * config.agent.buffer_size * int(np.prod(env.observation_space.shape)) * 4  # SB3's: obs + next obs

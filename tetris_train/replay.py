@@ -83,23 +83,34 @@ class AfterstateReplayBuffer(ReplayBuffer):
         self.optimize_memory_usage = False
         self.handle_timeout_termination = True
         self.code_dtype, self.code_divisor = feature_codes(observation_space, feature_scale)
-        n_rows, n_features = self.obs_shape
-        size, n = self.buffer_size, n_envs
-        self.taken_rows = np.zeros((size, n, n_features), self.code_dtype)
-        self.next_observations = np.zeros((size, n, n_rows, n_features), self.code_dtype)
-        self.next_action_masks = np.ones((size, n, int(action_space.n)), dtype=bool)
-        self.actions = np.zeros((size, n, self.action_dim), self._maybe_cast_dtype(action_space.dtype))
-        self.rewards = np.zeros((size, n), np.float32)
-        self.dones = np.zeros((size, n), np.float32)
-        self.timeouts = np.zeros((size, n), np.float32)
+        for name, (shape, dtype) in self._layout(observation_space, action_space, feature_scale).items():
+            fill = np.ones if name == "next_action_masks" else np.zeros  # no mask: every row counts
+            setattr(self, name, fill((self.buffer_size, n_envs, *shape), dtype))
 
     @staticmethod
-    def transition_bytes(observation_space: spaces.Box, feature_scale: Optional[np.ndarray]) -> int:
-        """Memory one transition takes (per environment)."""
+    def _layout(
+        observation_space: spaces.Box, action_space: spaces.Discrete, feature_scale: Optional[np.ndarray]
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each array's entry for one transition (of one environment)."""
         n_rows, n_features = observation_space.shape
-        code_size = feature_codes(observation_space, feature_scale)[0].itemsize
-        # rows of both states, the next state's mask, action (int64), reward, done and timeout (float32)
-        return (1 + n_rows) * n_features * code_size + n_rows + 8 + 3 * 4
+        codes = feature_codes(observation_space, feature_scale)[0]
+        return {
+            "taken_rows": ((n_features,), codes),
+            "next_observations": ((n_rows, n_features), codes),
+            "next_action_masks": ((int(action_space.n),), np.dtype(bool)),
+            "actions": ((1,), np.dtype(ReplayBuffer._maybe_cast_dtype(action_space.dtype))),
+            "rewards": ((), np.dtype(np.float32)),
+            "dones": ((), np.dtype(np.float32)),
+            "timeouts": ((), np.dtype(np.float32)),
+        }
+
+    @classmethod
+    def transition_bytes(
+        cls, observation_space: spaces.Box, action_space: spaces.Discrete, feature_scale: Optional[np.ndarray]
+    ) -> int:
+        """Memory one transition takes (per environment)."""
+        layout = cls._layout(observation_space, action_space, feature_scale).values()
+        return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout)
 
     def encode(self, rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Feature rows as stored (into ``out`` if given); a clear error if storing them would change them."""
@@ -172,8 +183,8 @@ class AfterstateReplayBuffer(ReplayBuffer):
             raise ValueError("cannot convert a replay buffer with optimize_memory_usage")
         actions = old.actions[:filled].reshape(filled, old.n_envs, -1)
         rows = np.take_along_axis(old.observations[:filled], actions[..., None].astype(np.int64), axis=2)
-        new.taken_rows[:filled] = new.encode(rows[:, :, 0])
-        new.next_observations[:filled] = new.encode(old.next_observations[:filled])
+        new.encode(rows[:, :, 0], out=new.taken_rows[:filled])
+        new.encode(old.next_observations[:filled], out=new.next_observations[:filled])
         masks = old.__dict__.get("next_action_masks")
         if masks is not None:
             new.next_action_masks[:filled] = masks[:filled]
