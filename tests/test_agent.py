@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
-from tetris_train.agent import CheckpointError, read_metadata
-from tetris_train.checkpoints import CheckpointStore, find_checkpoints, resolve_checkpoint
+from tetris_train.checkpoints import CheckpointError, read_metadata
 from tetris_train.env import make_env
+from tetris_train.replay import AfterstateReplayBuffer
+from tetris_train.run_folder import CheckpointStore, find_checkpoints, resolve_checkpoint
 
 N = 1200  # steps of the short runs below: a multiple of train_freq
 
@@ -82,12 +83,9 @@ def test_checkpoint_round_trip(tmp_path):
     agent = TetrisAgent(make_env(config.env)(), config)
     agent.train(600)
     path = agent.save_checkpoint(tmp_path / "ckpt")
-    assert sorted(p.name for p in path.iterdir()) == [
-        "metadata.json",
-        "model.zip",
-        "replay_buffer.pkl",
-        "training_state.pkl",
-    ]
+    names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    chunks = [f"replay/{a}.00000.npy.zst" for a in AfterstateReplayBuffer._ARRAYS]  # 600 of a 4,096 chunk
+    assert names == sorted(["metadata.json", "model.zip", "state.json", "state.npz", "replay/buffer.json", *chunks])
     metadata = json.loads((path / "metadata.json").read_text())
     assert metadata["timesteps_trained"] == metadata["num_timesteps"] == 600
     assert TrainingConfig.from_dict(metadata["config"]) == config
@@ -131,7 +129,7 @@ SECOND_HALF = textwrap.dedent(
     import numpy as np, torch
     from tetris_train import TetrisAgent
     from tetris_train.env import make_env
-    from tetris_train.agent import CheckpointError, read_metadata
+    from tetris_train.checkpoints import CheckpointError, read_metadata
     from tetris_train.config import TrainingConfig
     config = TrainingConfig.from_dict(read_metadata(sys.argv[1])["config"])
     agent = TetrisAgent.load_checkpoint(sys.argv[1], make_env(config.env)())
@@ -164,7 +162,6 @@ def test_split_training_in_a_new_process_is_bit_identical(tmp_path):
 KILLED_WHILE_WRITING = textwrap.dedent(
     """
     import os, signal, sys
-    from stable_baselines3 import DQN
     from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
     from tetris_train.env import make_env
     config = TrainingConfig(agent=AgentConfig(buffer_size=500, learning_starts=50, net_arch=(16,)),
@@ -173,11 +170,12 @@ KILLED_WHILE_WRITING = textwrap.dedent(
     agent.train(100)
     agent.save_checkpoint(sys.argv[1])
     agent.train(100)
-    original = DQN.save_replay_buffer
-    def die_halfway(self, path):
-        original(self, path)
+    from tetris_train import checkpoints
+    original = checkpoints._write_replay
+    def die_halfway(*args):
+        original(*args)
         os.kill(os.getpid(), signal.SIGKILL)
-    DQN.save_replay_buffer = die_halfway
+    checkpoints._write_replay = die_halfway
     agent.save_checkpoint(sys.argv[2])
     """
 )
@@ -225,13 +223,14 @@ def test_resolve_checkpoint_errors_are_clear(tmp_path):
         TetrisAgent.load_checkpoint(tmp_path, make_env()())
     broken = tmp_path / "broken"
     broken.mkdir()
-    for name in ("model.zip", "replay_buffer.pkl", "training_state.pkl"):
-        (broken / name).write_text("")
     (broken / "metadata.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable"):
         resolve_checkpoint(broken)
-    (broken / "model.zip").unlink()
-    with pytest.raises(CheckpointError, match="model.zip missing"):
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.save_checkpoint(broken)
+    (broken / "state.npz").unlink()
+    with pytest.raises(CheckpointError, match="state.npz missing"):
         resolve_checkpoint(broken)
 
 
@@ -282,26 +281,12 @@ def test_resume_can_change_the_device(tmp_path, monkeypatch):
     assert seen["device"] == config.agent.device
 
 
-def test_a_checkpoint_from_before_double_q_resumes_with_plain_targets(tmp_path):
-    config = small_config()
-    agent = TetrisAgent(make_env(config.env)(), config)
-    agent.train(300)
-    agent.save_checkpoint(tmp_path / "ckpt")
-    metadata = json.loads((tmp_path / "ckpt" / "metadata.json").read_text())
-    del metadata["config"]["agent"]["double_q"]  # what format 2 wrote
-    metadata["format"] = 2
-    (tmp_path / "ckpt" / "metadata.json").write_text(json.dumps(metadata))
-    assert read_metadata(tmp_path / "ckpt")["config"]["agent"]["double_q"] is False
-    loaded = TetrisAgent.load_checkpoint(tmp_path / "ckpt", make_env(config.env)())
-    assert loaded.config.agent.double_q is False and loaded.model.double_q is False
-
-
 def test_the_memory_check_counts_the_afterstate_buffer(monkeypatch):
-    from tetris_train import main
+    from tetris_train.replay import check_memory
     from tetris_train.validation import ConfigError
 
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2 * 2**30 // 4096}  # a 2 GiB machine
-    monkeypatch.setattr(main.os, "sysconf", lambda name: pages[name])
-    main.check_memory(TrainingConfig())  # the default 500,000 transitions: 1.2 GB (SB3's buffer: 4.2 GiB)
+    monkeypatch.setattr("os.sysconf", lambda name: pages[name])
+    check_memory(TrainingConfig())  # the default 500,000 transitions: 1.2 GB (SB3's buffer: 4.2 GiB)
     with pytest.raises(ConfigError, match="buffer_size"):
-        main.check_memory(TrainingConfig(agent=AgentConfig(buffer_size=1_000_000)))
+        check_memory(TrainingConfig(agent=AgentConfig(buffer_size=1_000_000)))

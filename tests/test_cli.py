@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tetris_train.agent import read_metadata
+from tetris_train.checkpoints import read_metadata
 
 SMOKE = ["schedule=smoke", "schedule.tensorboard=true"]
 
@@ -37,7 +37,7 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         "summary.json",
         "main.log",
         "checkpoints/final/model.zip",
-        "checkpoints/final/replay_buffer.pkl",
+        "checkpoints/final/replay/buffer.json",
         "checkpoints/step_0000001000/metadata.json",
     ):
         assert (run / name).exists(), name

@@ -256,7 +256,7 @@ def test_a_run_folder_of_another_config_is_not_continued(tmp_path):
 
 
 def test_the_resume_hint_quotes_what_hydra_would_misread(tmp_path):
-    from tetris_train.train import resume_hint
+    from tetris_train.run_folder import resume_hint
 
     assert resume_hint(tmp_path / "plain") == f"resume with: python -m tetris_train resume={tmp_path / 'plain'}"
     odd = tmp_path / "agent.gamma=0.9,seed=1"
@@ -285,7 +285,7 @@ def test_job_folder_names(tmp_path):
 def test_a_job_folder_saved_before_double_q_continues_a_job_with_plain_targets(tmp_path):
     from tetris_train import AgentConfig, TrainingConfig
     from tetris_train.cli import ResumeError
-    from tetris_train.sweeps import CONFIG_FILE, find_continuation
+    from tetris_train.run_folder import CONFIG_FILE, find_continuation
 
     plain = TrainingConfig(agent=AgentConfig(double_q=False))
     saved = plain.to_dict()

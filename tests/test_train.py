@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
-from tetris_train.agent import CheckpointError, read_metadata
+from tetris_train.checkpoints import CheckpointError, read_metadata
 from tetris_train.train import run_training
 
 
@@ -82,7 +82,9 @@ def test_final_best_shares_files_with_final(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks, "evaluate", lambda *a, **k: {**real(*a, **k), "mean_lines": next(scores)})
     run_training(config(), tmp_path)
     final, best = tmp_path / "checkpoints" / "final", tmp_path / "checkpoints" / "best"
-    assert os.path.samefile(final / "replay_buffer.pkl", best / "replay_buffer.pkl")  # linked, not written twice
+    assert os.path.samefile(
+        final / "replay" / "buffer.json", best / "replay" / "buffer.json"
+    )  # linked, not written twice
 
 
 def test_sigint_after_the_last_boundary_finishes_the_run(tmp_path, monkeypatch):

@@ -1,21 +1,13 @@
 """TetrisAgent: SB3 DQN with checkpoints that hold the whole training state and resume exactly.
 
-A checkpoint folder holds ``model.zip`` (weights, optimizer, counters, the observation in flight),
-``replay_buffer.pkl``, ``training_state.pkl`` (RNG states, the games in progress) and
-``metadata.json``. It is written to a hidden temporary folder and renamed into place, so a crash
-never leaves a half-written checkpoint under the final name.
+What the training state is lives here (the model, its replay buffer, the games in progress, the
+RNGs); how a checkpoint folder stores it lives in :mod:`tetris_train.checkpoints`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import pickle
-import platform
 import random
-import shutil
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -27,19 +19,12 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
 from .afterstate import POLICY_CLASSES, AfterstateDQN
-from .config import TrainingConfig, complete_saved_config
+from .checkpoints import Checkpoint, PathLike, ReplayFiles, timestamp, write_checkpoint
+from .config import TrainingConfig
 from .env import TetrisEnv
+from .versions import package_versions
 
-MODEL_FILE = "model.zip"
-BUFFER_FILE = "replay_buffer.pkl"
-STATE_FILE = "training_state.pkl"
-METADATA_FILE = "metadata.json"
-CHECKPOINT_FILES = (MODEL_FILE, BUFFER_FILE, STATE_FILE, METADATA_FILE)
-STANDARD_METADATA = ("format", "timesteps_trained", "num_timesteps", "episodes", "config", "versions", "time")
-CHECKPOINT_FORMAT = 3  # 2: learning_rate_end (format 1: a constant rate); 3: double_q (before: plain targets)
 _MONITOR_FIELDS = ("rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps")
-
-PathLike = Union[str, os.PathLike]
 
 
 class StopTraining(Exception):
@@ -76,6 +61,7 @@ class TetrisAgent:
         agent = config.agent
         th.set_num_threads(agent.torch_threads)
         self.model = AfterstateDQN(POLICY_CLASSES[agent.policy], env, double_q=agent.double_q, **dqn_arguments(config))
+        self.replay_files = ReplayFiles()  # replay chunks already on disk, linked by the next checkpoint
         self._total_timesteps_trained = 0
         self._learning_from: Optional[tuple[int, int]] = None  # (num_timesteps, trained) when learn() began
 
@@ -123,54 +109,38 @@ class TetrisAgent:
     def predict(self, observation: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, Any]:
         return self.model.predict(observation, deterministic=deterministic)
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (the format: checkpoints.py) -------------------------------------------------
 
     def save_checkpoint(self, path: PathLike, **extra_metadata: Any) -> Path:
-        """Write a complete checkpoint folder at ``path`` (replacing one that is there)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        self.model.save(tmp / MODEL_FILE)
-        self.model.save_replay_buffer(tmp / BUFFER_FILE)
-        with open(tmp / STATE_FILE, "wb") as f:
-            pickle.dump(self._capture_state(), f, protocol=pickle.HIGHEST_PROTOCOL)
+        """Write a complete checkpoint folder at ``path`` (replacing one that is there): model,
+        optimizer, replay buffer, RNG states and the game in progress, and ``metadata.json``."""
         metadata = {
-            "format": CHECKPOINT_FORMAT,
             "timesteps_trained": self.timesteps_trained,
             "num_timesteps": int(self.model.num_timesteps),
             "episodes": int(self.model._episode_num),
             "config": self.config.to_dict(),
             "versions": package_versions(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "time": timestamp(),
             **extra_metadata,
         }
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        _fsync_tree(tmp)
-        _replace_dir(tmp, path)
-        return path
+        return write_checkpoint(path, self.model, self._capture_state(), metadata, self.replay_files)
 
     @classmethod
     def load_checkpoint(cls, path: PathLike, env: gym.Env, device: Optional[str] = None) -> TetrisAgent:
         """Restore an agent, its replay buffer, RNGs and the game in progress from a checkpoint.
 
-        ``device`` overrides the checkpoint's ``agent.device``.
+        ``device`` overrides the checkpoint's ``agent.device``. A damaged or foreign file raises
+        :class:`CheckpointError` naming it; nothing in a checkpoint is unpickled.
         """
-        path = Path(path)
-        metadata = read_metadata(path)
+        checkpoint = Checkpoint(path)
         agent = cls.__new__(cls)
-        agent.config = TrainingConfig.from_dict(metadata["config"])
+        agent.config = TrainingConfig.from_dict(checkpoint.metadata["config"])
         th.set_num_threads(agent.config.agent.torch_threads)
-        device = device or agent.config.agent.device
-        # force_reset=False keeps the observation in flight; _restore_state puts the game back under it
-        agent.model = AfterstateDQN.load(path / MODEL_FILE, env=env, device=device, force_reset=False)
-        agent.model.double_q = agent.config.agent.double_q  # a model saved before the option trained without it
-        agent.model.load_replay_buffer(path / BUFFER_FILE)
-        with open(path / STATE_FILE, "rb") as f:
-            agent._restore_state(pickle.load(f))
-        agent._total_timesteps_trained = int(metadata["timesteps_trained"])
+        agent.model = load_model(checkpoint, device or agent.config.agent.device, env)
+        scale = (agent.model.replay_buffer_kwargs or {}).get("feature_scale")
+        agent.replay_files = checkpoint.load_replay(agent.model.replay_buffer, scale)
+        agent._restore_state(checkpoint.training_state())
+        agent._total_timesteps_trained = int(checkpoint.metadata["timesteps_trained"])
         agent._learning_from = None
         return agent
 
@@ -192,6 +162,7 @@ class TetrisAgent:
         return pairs
 
     def _capture_state(self) -> dict[str, Any]:
+        """The training state outside SB3's model, as JSON values and numpy arrays."""
         return {
             "envs": [
                 {
@@ -202,9 +173,9 @@ class TetrisAgent:
             ],
             "rng": {
                 "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": th.get_rng_state(),
-                "cuda": th.cuda.get_rng_state_all() if th.cuda.is_available() else None,
+                "numpy": np.random.get_state(legacy=False),
+                "torch": th.get_rng_state().numpy(),
+                "cuda": [s.numpy() for s in th.cuda.get_rng_state_all()] if th.cuda.is_available() else None,
                 "action_space": copy.deepcopy(self.model.action_space.np_random.bit_generator.state),
             },
         }
@@ -220,12 +191,55 @@ class TetrisAgent:
             for name, value in saved["monitor"].items():
                 setattr(monitor, name, copy.deepcopy(value))
         rng = state["rng"]
-        random.setstate(rng["python"])
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
         np.random.set_state(rng["numpy"])
-        th.set_rng_state(rng["torch"])
+        th.set_rng_state(_byte_tensor(rng["torch"]))
         if rng["cuda"] is not None and th.cuda.is_available():
-            th.cuda.set_rng_state_all(rng["cuda"])
+            th.cuda.set_rng_state_all([_byte_tensor(s) for s in rng["cuda"]])
         self.model.action_space.np_random.bit_generator.state = copy.deepcopy(rng["action_space"])
+
+
+def _byte_tensor(value: Any) -> th.Tensor:
+    """An RNG state as torch wants it, from an array (format 4) or a tensor (earlier formats)."""
+    return th.as_tensor(np.asarray(value, dtype=np.uint8)).clone()
+
+
+def model_objects(config: TrainingConfig) -> dict[str, Any]:
+    """What ``DQN.load`` would unpickle from a model archive, built from the config instead."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from .replay import AfterstateReplayBuffer
+
+    game = TetrisEnv(config.env)
+    policy = POLICY_CLASSES[config.agent.policy]
+    if isinstance(policy, str):  # SB3's name for its own policy class
+        policy = AfterstateDQN._get_policy_from_name(AfterstateDQN, policy)
+    afterstate = config.agent.policy == "afterstate"
+    scale = game.feature_scale if afterstate and len(game.observation_space.shape) == 2 else None
+    return {
+        "policy_class": policy,
+        "observation_space": game.observation_space,
+        "action_space": game.action_space,
+        "learning_rate": dqn_arguments(config)["learning_rate"],
+        "lr_schedule": None,  # DQN._setup_model builds both schedules again
+        "exploration_schedule": None,
+        "replay_buffer_class": AfterstateReplayBuffer if afterstate else ReplayBuffer,
+        "replay_buffer_kwargs": {"feature_scale": np.asarray(scale, np.float64)} if scale is not None else {},
+        "train_freq": config.agent.train_freq,
+    }
+
+
+def load_model(
+    checkpoint: Union[PathLike, Checkpoint], device: str = "auto", env: Optional[gym.Env] = None
+) -> AfterstateDQN:
+    """The SB3 model of a checkpoint (without its replay contents: see load_checkpoint)."""
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint(checkpoint)
+    config = TrainingConfig.from_dict(checkpoint.metadata["config"])
+    model = checkpoint.load_model(AfterstateDQN, model_objects(config), env=env, device=device)
+    model.double_q = config.agent.double_q  # a model saved before the option trained without it
+    return model
 
 
 def dqn_arguments(config: TrainingConfig) -> dict[str, Any]:
@@ -257,90 +271,3 @@ def learning_rate_schedule(start: float, end: Optional[float]) -> Union[float, A
     if end is None or end == start:
         return start
     return LinearSchedule(start, end, 1.0)
-
-
-def link_checkpoint(source: PathLike, path: PathLike, **metadata: Any) -> Path:
-    """A checkpoint at ``path`` of the same state as ``source``: its files hard-linked (copied where
-    links are impossible), its metadata updated with ``metadata``. Written like save_checkpoint."""
-    source, path = Path(source), Path(path)
-    merged = {**{k: v for k, v in read_metadata(source).items() if k in STANDARD_METADATA}, **metadata}
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in (MODEL_FILE, BUFFER_FILE, STATE_FILE):
-        try:
-            os.link(source / name, tmp / name)
-        except OSError:
-            shutil.copy2(source / name, tmp / name)
-    (tmp / METADATA_FILE).write_text(json.dumps(merged, indent=2) + "\n")
-    _fsync_tree(tmp)
-    _replace_dir(tmp, path)
-    return path
-
-
-class CheckpointError(ValueError):
-    """A folder that is not a complete, readable checkpoint."""
-
-
-def read_metadata(path: PathLike) -> dict[str, Any]:
-    """The metadata of a complete checkpoint folder; a clear error for anything else."""
-    path = Path(path)
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
-    if METADATA_FILE in missing:
-        raise CheckpointError(f"{path} is not a checkpoint folder: it has no {METADATA_FILE}")
-    if missing:
-        raise CheckpointError(f"{path} is an incomplete checkpoint: {', '.join(missing)} missing")
-    try:
-        metadata = json.loads((path / METADATA_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path / METADATA_FILE} is unreadable: {error}") from None
-    found = metadata.get("format") if isinstance(metadata, dict) else None
-    if found not in range(1, CHECKPOINT_FORMAT + 1):
-        raise CheckpointError(f"{path}: checkpoint format {found!r}; this version reads 1 to {CHECKPOINT_FORMAT}")
-    complete_saved_config(metadata["config"])
-    return metadata
-
-
-def package_versions() -> dict[str, str]:
-    import stable_baselines3
-
-    from . import __version__
-
-    return {
-        "tetris_train": __version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "torch": th.__version__,
-        "gymnasium": gym.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _fsync_tree(folder: Path) -> None:
-    for file in folder.iterdir():
-        with open(file, "rb") as f:
-            os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move a finished folder into place; an existing folder there is swapped out, then deleted."""
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, path)
-    _fsync_dir(path.parent)

@@ -17,9 +17,9 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from .agent import StopTraining, TetrisAgent
-from .checkpoints import BEST, FINAL, CheckpointStore
 from .env import EnvConfig
 from .evaluation import evaluate, model_policy
+from .run_folder import BEST, FINAL, CheckpointStore, read_history
 from .stopping import StopControl
 
 log = logging.getLogger(__name__)
@@ -137,14 +137,6 @@ class EvalCallback(BoundaryCallback):
             " (best so far)" if "checkpoint" in entry else "",
         )
         return result
-
-
-def read_history(path: Path, until_step: Optional[int] = None) -> list[dict[str, Any]]:
-    """Evaluations recorded in a JSON-lines file (those after ``until_step`` left out)."""
-    if not path.is_file():
-        return []
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in entries if until_step is None or e["timesteps"] <= until_step]
 
 
 class TargetLinesCallback(BoundaryCallback):

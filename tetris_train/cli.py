@@ -88,7 +88,7 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, name = str(error.missing_cfg_file).rpartition("/")
         return f"{group}={name}: no such option; available: {', '.join(sorted(error.options))}"
-    from .agent import CheckpointError
+    from .checkpoints import CheckpointError
 
     if isinstance(error, (ResumeError, CheckpointError, FileNotFoundError, MemoryError)):
         return " ".join(str(error).split())

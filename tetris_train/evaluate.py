@@ -76,13 +76,15 @@ ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 def resolve_agent_checkpoint(path: str) -> Path:
     """A checkpoint folder as given, or a run folder's ``best`` checkpoint, else its newest one."""
-    from .checkpoints import BEST, resolve_checkpoint, run_checkpoint_dir
+    from .checkpoints import verify_checkpoint
+    from .run_folder import BEST, resolve_checkpoint, run_checkpoint_dir
 
     folder = Path(path).expanduser()
     for candidate in (folder / BEST, folder / run_checkpoint_dir(folder) / BEST):
         if (candidate / "metadata.json").is_file():
+            verify_checkpoint(candidate)
             return candidate
-    return resolve_checkpoint(folder)
+    return resolve_checkpoint(folder, key="checkpoint")
 
 
 def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[[], Policy], EnvConfig, dict[str, Any]]:
@@ -90,8 +92,8 @@ def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[
     if config.player == "agent":
         import torch
 
-        from .afterstate import AfterstateDQN
-        from .agent import MODEL_FILE, read_metadata
+        from .agent import load_model
+        from .checkpoints import read_metadata
         from .evaluation import model_policy
 
         checkpoint = resolve_agent_checkpoint(config.checkpoint)
@@ -100,7 +102,7 @@ def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[
         if any(o.startswith("env.max_pieces=") for o in overrides):
             env_config = dataclasses.replace(env_config, max_pieces=config.env.max_pieces)
         torch.set_num_threads(config.torch_threads)
-        model = AfterstateDQN.load(checkpoint / MODEL_FILE, device="cpu")
+        model = load_model(checkpoint, device="cpu")
         about = {"player": "agent", "checkpoint": str(checkpoint.resolve()), "timesteps": metadata["num_timesteps"]}
         policy = model_policy(model)
         return lambda: policy, env_config, about

@@ -8,8 +8,9 @@ from typing import Optional
 
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
+from .run_folder import METRICS_FILE
+
 STEP_COLUMN = "time/total_timesteps"
-METRICS_FILE = "metrics.csv"
 
 
 class ResumableCSVOutputFormat(CSVOutputFormat):

@@ -224,3 +224,31 @@ def _encode_rows(rows, divisor, out):
                 return False
             out[i, f] = code
     return True
+
+
+def check_memory(config: Any) -> None:
+    """Refuse a replay buffer larger than the machine's memory (a TrainingConfig's) before allocating it."""
+    import os
+
+    from .env import TetrisEnv
+    from .validation import ConfigError
+
+    env = TetrisEnv(config.env)
+    if config.agent.policy == "afterstate":
+        need = config.agent.buffer_size * AfterstateReplayBuffer.transition_bytes(
+            env.observation_space, env.action_space, env.feature_scale
+        )
+    else:
+        need = 2 * config.agent.buffer_size * int(np.prod(env.observation_space.shape)) * 4  # SB3's: obs + next obs
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise ConfigError(
+            "AgentConfig",
+            "buffer_size",
+            config.agent.buffer_size,
+            f"a buffer that fits in memory: this one needs {need / 2**30:.0f} GiB, "
+            f"the machine has {have / 2**30:.0f} GiB",
+        )

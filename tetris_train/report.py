@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .sweeps import process_alive, read_summary, shorten_number
+from .run_folder import process_alive, read_summary
+from .sweeps import shorten_number
 
 SEED_KEY = "seed"
 JOB_COLUMNS = (

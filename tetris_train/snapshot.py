@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .cli import ResumeError
-from .sweeps import CONFIG_FILE
+from .run_folder import CONFIG_FILE, write_atomic
+from .versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def code_version() -> Optional[dict[str, Any]]:
 
 
 def snapshot(overrides: Optional[list[str]] = None) -> dict[str, Any]:
-    from .agent import package_versions
-
     return {
         "command": [sys.executable, *sys.argv],
         "cwd": os.getcwd(),
@@ -66,8 +65,6 @@ def snapshot(overrides: Optional[list[str]] = None) -> dict[str, Any]:
 
 def write_snapshot(run_dir: Path) -> None:
     """Record this session in ``run_dir``; a run continued in its folder keeps its earlier sessions."""
-    from .train import write_atomic
-
     path = Path(run_dir) / SNAPSHOT_FILE
     record = snapshot(task_overrides())
     try:
@@ -131,3 +128,30 @@ def warn_if_different(run_dir: Path) -> None:
         changed.append(f"git commit {(recorded.get('git') or {}).get('commit')} -> {(now['git'] or {}).get('commit')}")
     if changed:
         log.warning("re-running with other code than the run had, results may differ: %s", "; ".join(changed))
+
+
+def rerun_config_from(cfg: Any, overrides: list[str]) -> Any:
+    """The TrainingConfig of ``rerun=<run folder>`` on the command line: the run's own config, with
+    only the RERUN_CHANGEABLE keys of the command line on top."""
+    from omegaconf import OmegaConf
+
+    from .cli import describe_error
+
+    changes = {}
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key == "rerun":
+            continue
+        if key not in RERUN_CHANGEABLE:
+            raise ResumeError(
+                f"{override}: rerun= trains the run's own config again; only "
+                f"{' and '.join(RERUN_CHANGEABLE)} can change (for other changes, start a new run)"
+            )
+        changes[key] = OmegaConf.select(cfg, key)
+    try:
+        return OmegaConf.to_object(rerun_config(str(cfg.rerun), changes))
+    except (ResumeError, FileNotFoundError):
+        raise
+    except Exception as error:
+        message = describe_error(error) or " ".join(str(error).split())
+        raise ResumeError(f"rerun={cfg.rerun}: its config.yaml does not fit the schema: {message}") from None

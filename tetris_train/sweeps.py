@@ -1,36 +1,24 @@
 """Sweeps that survive interruption.
 
 Each multirun job writes into a folder named after its overrides (``agent.learning_rate=0.001,seed=1``),
-so running the same sweep command into the same sweep folder finds every job's folder again. A run
-folder that already holds a run of the same config is continued there: a finished run is not trained
-again, an unfinished one resumes from its newest checkpoint.
+so running the same sweep command into the same sweep folder finds every job's folder again, where
+the job continues its run (:func:`tetris_train.run_folder.find_continuation`). A stored Optuna study
+is resumed the same way (:class:`ResumeOptunaStudy`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
-import os
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from .cli import ResumeError
-from .config import TrainingConfig, complete_saved_config
-
 log = logging.getLogger(__name__)
 
 MAX_FOLDER_NAME = 240  # bytes; file systems allow 255
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
-# keys that may differ between a run folder's run and the job continuing it
-CONTINUABLE_DIFFERENCES = ("schedule.", "agent.device", "resume", "rerun")
 INTERRUPTED = "interrupted"  # user attribute of an Optuna trial cut off by an interruption
 
 
@@ -83,102 +71,6 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("job_folder"):
         OmegaConf.register_new_resolver("job_folder", job_folder)
-
-
-@dataclass
-class Continuation:
-    """What a run folder already holds for a job: a finished run (``summary``) or a checkpoint."""
-
-    finished: Optional[dict[str, Any]] = None
-    checkpoint: Optional[Path] = None
-
-    @property
-    def objective(self) -> float:
-        value = (self.finished or {}).get("objective")
-        return float(value) if value is not None else math.nan
-
-
-def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continuation]:
-    """How to continue ``config`` in ``run_dir``; None where the folder holds no run of it yet.
-
-    Raises ResumeError if the folder holds a run of another config.
-    """
-    from .checkpoints import resolve_checkpoint
-
-    run_dir = Path(run_dir)
-    if config.resume or not (run_dir / CONFIG_FILE).is_file():
-        return None
-    import yaml
-
-    try:
-        previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ResumeError(
-            f"{run_dir / CONFIG_FILE} is unreadable ({' '.join(str(error).split())}): choose another folder"
-        ) from None
-    if not isinstance(previous, dict):
-        raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: choose another folder")
-    differences = [
-        (key, old, new)
-        for key, old, new in diff(complete_saved_config(previous), config.to_dict())
-        if not key.startswith(CONTINUABLE_DIFFERENCES)
-    ]
-    if differences:
-        key, old, new = differences[0]
-        raise ResumeError(
-            f"{run_dir} already holds a run with {key}={old!r}, this job has {key}={new!r}: "
-            f"choose another folder (hydra.run.dir=... for a run, hydra.sweep.dir=... for a sweep)"
-        )
-    summary = read_summary(run_dir)
-    if summary.get("status") == "running" and process_alive(summary) and summary.get("pid") != os.getpid():
-        raise ResumeError(
-            f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
-            f"one command per run folder at a time"
-        )
-    if summary.get("status") == "finished" and (
-        summary.get("timesteps", 0) >= config.schedule.max_timesteps
-        or (summary.get("stop_reason") == "target_lines" and config.schedule.target_lines == previous_target(previous))
-    ):
-        return Continuation(finished=summary)
-    try:
-        return Continuation(checkpoint=resolve_checkpoint(run_dir))
-    except FileNotFoundError:
-        return None  # nothing saved yet: start again
-
-
-def process_alive(summary: dict[str, Any]) -> bool:
-    """Whether the process a ``running`` summary names still runs (on another host: assumed so)."""
-    if summary.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(summary["pid"]), 0)
-    except (KeyError, OSError, ValueError, TypeError):
-        return False
-    return True
-
-
-def previous_target(previous: dict[str, Any]) -> Any:
-    return (previous.get("schedule") or {}).get("target_lines")
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
-
-
-def diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Dotted keys whose values differ between two nested dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found = []
-        for key in sorted(set(old) | set(new), key=str):
-            found += diff(old.get(key), new.get(key), f"{prefix}{key}.")
-        return found
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        old, new = list(old), list(new)
-    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 class ResumeOptunaStudy(Callback):

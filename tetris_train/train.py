@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shlex
-import shutil
 import socket
 import sys
 import time
@@ -19,27 +16,31 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from .agent import CheckpointError, TetrisAgent, link_checkpoint, package_versions, read_metadata
-from .callbacks import (
-    CheckpointCallback,
-    EvalCallback,
-    MetricsCallback,
-    TargetLinesCallback,
-    read_history,
-    recent_episodes,
-)
-from .checkpoints import BEST, FINAL, CheckpointStore
+from .agent import TetrisAgent
+from .callbacks import CheckpointCallback, EvalCallback, MetricsCallback, TargetLinesCallback, recent_episodes
+from .checkpoints import read_metadata
 from .config import TrainingConfig
 from .env import make_env
-from .metrics import METRICS_FILE, configure_logger
+from .metrics import configure_logger
 from .plots import plot_learning_curve
+from .run_folder import (
+    CONFIG_FILE,
+    EVALUATIONS_FILE,
+    FINAL,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    CheckpointStore,
+    adopt_best,
+    carry_over_history,
+    resume_hint,
+    trim_history,
+    write_atomic,
+)
 from .snapshot import write_snapshot
 from .stopping import StopControl, stop_on_signals
-from .sweeps import CONFIG_FILE, SUMMARY_FILE
+from .versions import package_versions
 
 log = logging.getLogger(__name__)
-
-EVALUATIONS_FILE = "evaluations.jsonl"
 
 
 @dataclass
@@ -164,23 +165,6 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     return RunResult(summary["status"], summary["stop_reason"], objective, checkpoint, summary)
 
 
-def resume_hint(run_dir: Path) -> str:
-    """How to continue an interrupted run: the sweep command again for a multirun job, else resume=."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return f"to continue it, run the same sweep command again with hydra.sweep.dir={run_dir.parent}"
-    path = str(run_dir)
-    if not re.search(r"[=,'\"\s\[\](){}$`\\]", path):
-        argument = f"resume={path}"
-    elif not re.search(r"['\"$`\\]", path):
-        argument = f"\"resume='{path}'\""  # quoted for Hydra inside, for the shell outside
-    else:
-        argument = shlex.quote(f"resume='{path}'")
-    return f"resume with: python -m tetris_train {argument}"
-
-
 def lines_statistics(model: Any) -> dict[str, Any]:
     lines = recent_episodes(model, "total_lines", 100)
     if not lines:
@@ -191,48 +175,3 @@ def lines_statistics(model: Any) -> dict[str, Any]:
         "recent_mean": float(np.mean(lines)),
         "recent_max": float(np.max(lines)),
     }
-
-
-def carry_over_history(checkpoint: Path, run_dir: Path) -> None:
-    """Start a resumed run's metrics and evaluations with those of the run it continues."""
-    source = read_metadata(checkpoint).get("run_dir")
-    if source is None:
-        return
-    for name in (METRICS_FILE, EVALUATIONS_FILE):
-        source_file, target_file = Path(source) / name, run_dir / name
-        if source_file.is_file() and not target_file.exists():
-            shutil.copyfile(source_file, target_file)
-
-
-def trim_history(history_file: Path, until_step: int) -> None:
-    if history_file.is_file():
-        kept = read_history(history_file, until_step)
-        write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in kept))
-
-
-def adopt_best(history_file: Path, store: CheckpointStore) -> None:
-    """Give a resumed run the best checkpoint of the run it continues (linked, not copied).
-
-    If that checkpoint no longer holds the evaluated state, the entry loses its checkpoint: the
-    next better evaluation saves a new one.
-    """
-    history = read_history(history_file)
-    best = max(history, key=lambda e: e["mean_lines"], default=None)
-    if best is None or "checkpoint" not in best:
-        return
-    source, target = Path(best["checkpoint"]), store.folder / BEST
-    try:
-        same_state = read_metadata(source)["num_timesteps"] == best["timesteps"]
-    except (CheckpointError, KeyError):
-        same_state = False
-    if not same_state:
-        del best["checkpoint"]
-    elif source.resolve() != target.resolve():
-        best["checkpoint"] = str(link_checkpoint(source, target, run_dir=str(store.run_dir), evaluation=best))
-    write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in history))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

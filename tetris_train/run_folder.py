@@ -1,0 +1,361 @@
+"""The run folder's lifecycle: what a run folder holds, where its checkpoints live, which checkpoint a
+run continues from (``resume=``, or the same folder again), what it carries over from the run it
+continues, and its summary.
+
+A run folder holds ``config.yaml``, ``summary.json``, ``metrics.csv``, ``evaluations.jsonl`` and a
+checkpoints folder of ``step_N`` checkpoints (the newest ``keep_last``), ``final`` and ``best``.
+The checkpoint format itself is :mod:`tetris_train.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from .checkpoints import CheckpointError, PathLike, link_checkpoint, read_metadata, verify_checkpoint
+from .cli import ResumeError
+from .config import TrainingConfig, complete_saved_config
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from .agent import TetrisAgent
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+EVALUATIONS_FILE = "evaluations.jsonl"
+METRICS_FILE = "metrics.csv"
+PERIODIC_PREFIX = "step_"
+FINAL = "final"
+BEST = "best"
+# keys that may change when a run continues (resume=, or the same run folder again)
+RESUME_CHANGEABLE = ("schedule.", "agent.device")
+CONTINUABLE_DIFFERENCES = (*RESUME_CHANGEABLE, "resume", "rerun")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a run folder's file in one step: readers see the old text or the new, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- checkpoints in a run folder ------------------------------------------------------------------
+
+
+def find_checkpoints(folder: PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints directly inside ``folder``, oldest first, as (num_timesteps, path).
+
+    A checkpoint being written is hidden and never listed. One swapped out to be replaced
+    (``.NAME.old-PID``) is listed only while NAME itself is missing, that is, when the process
+    died between the two renames of the replacement. Files are not checked here (see
+    :func:`resolve_checkpoint`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            name = path.name[1:].rpartition(".old-")[0]
+            if not name or (folder / name).exists():
+                continue
+        try:
+            steps = int(read_metadata(path)["num_timesteps"])
+        except (CheckpointError, KeyError, ValueError, TypeError):
+            continue
+        found.append((steps, path.stat().st_mtime, path))
+    return [(steps, path) for steps, _, path in sorted(found)]
+
+
+def resolve_checkpoint(path: PathLike, key: str = "resume") -> Path:
+    """The checkpoint that ``key=path`` means, with every file checked: the folder itself if it is
+    a checkpoint, else the newest intact checkpoint in it (a checkpoints folder) or in its
+    checkpoints folder (a run folder). A damaged newer checkpoint is passed over with a warning
+    and left where it is."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{key}={path}: no such file or folder")
+    if (path / "metadata.json").is_file():
+        verify_checkpoint(path)
+        return path
+    candidates = find_checkpoints(path) + find_checkpoints(path / run_checkpoint_dir(path))
+    if not candidates:
+        raise FileNotFoundError(
+            f"{key}={path}: no complete checkpoint there (a checkpoint folder holds metadata.json and "
+            f"the files it lists)"
+        )
+    damaged: list[str] = []
+    for _, candidate in sorted(candidates, key=lambda item: (item[0], item[1].stat().st_mtime), reverse=True):
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as error:
+            damaged.append(str(error))
+            continue
+        for problem in damaged:
+            log.warning("%s; continuing from %s, the newest intact checkpoint", problem, candidate)
+        return candidate
+    raise CheckpointError(f"{key}={path}: no intact checkpoint there; the newest: {damaged[0]}")
+
+
+def run_checkpoint_dir(run_dir: Path) -> str:
+    """The checkpoints folder a run folder's config.yaml names (``checkpoints`` if it names none)."""
+    try:
+        import yaml
+
+        return str(yaml.safe_load((run_dir / CONFIG_FILE).read_text())["schedule"]["checkpoint_dir"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return "checkpoints"
+
+
+class CheckpointStore:
+    """The checkpoints folder of one run: periodic ``step_N`` checkpoints, of which the newest
+    ``keep_last`` are kept, and named ones (``final``, ``best``) that are kept until replaced."""
+
+    def __init__(self, run_dir: PathLike, checkpoint_dir: str, keep_last: int):
+        self.run_dir = Path(run_dir)
+        self.folder = self.run_dir / checkpoint_dir
+        self.keep_last = keep_last
+        self._last_written: Optional[tuple[tuple[int, ...], Path]] = None
+
+    def save_periodic(self, agent: TetrisAgent, **metadata: Any) -> Path:
+        path = self._write(agent, f"{PERIODIC_PREFIX}{agent.model.num_timesteps:010d}", metadata)
+        self.prune()
+        return path
+
+    def save_named(self, agent: TetrisAgent, name: str, **metadata: Any) -> Path:
+        return self._write(agent, name, metadata)
+
+    def _write(self, agent: TetrisAgent, name: str, metadata: dict[str, Any]) -> Path:
+        """Save a checkpoint; if this very state was just saved under another name, link its files."""
+        model = agent.model
+        state = (id(model), model.num_timesteps, model._n_updates, model._episode_num)
+        path, metadata = self.folder / name, {"run_dir": str(self.run_dir), **metadata}
+        previous = self._last_written
+        if previous is not None and previous[0] == state and previous[1] != path and previous[1].is_dir():
+            link_checkpoint(previous[1], path, **metadata)
+        else:
+            agent.save_checkpoint(path, **metadata)
+        self._last_written = (state, path)
+        return path
+
+    def prune(self) -> None:
+        periodic = [path for _, path in find_checkpoints(self.folder) if path.name.startswith(PERIODIC_PREFIX)]
+        for path in periodic[: -self.keep_last]:
+            shutil.rmtree(path)
+        for leftover in self.folder.glob(".*.tmp-*"):  # from a process killed while writing
+            if not leftover.name.endswith(f"-{os.getpid()}"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        for swapped in self.folder.glob(".*.old-*"):  # from a process killed while replacing
+            name = swapped.name[1:].rpartition(".old-")[0]
+            if (self.folder / name).exists():
+                shutil.rmtree(swapped, ignore_errors=True)
+
+
+# -- continuing a run -----------------------------------------------------------------------------
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
+    """The config of ``resume=<checkpoint or run folder>``: the checkpoint's, with the command
+    line's ``schedule.*`` (and ``agent.device``) overrides on top."""
+    from omegaconf import OmegaConf
+
+    if not str(cfg.resume).strip():
+        raise ResumeError("resume= is empty: expected a run folder or checkpoint folder")
+    checkpoint = resolve_checkpoint(cfg.resume)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainingConfig), read_metadata(checkpoint)["config"])
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "resume":
+            continue
+        if not key.startswith(RESUME_CHANGEABLE):
+            raise ResumeError(
+                f"{override}: a resumed run keeps its checkpoint's config; only single keys "
+                f"schedule.<key>=value and agent.device=value can change on resume"
+            )
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+    merged.resume = str(checkpoint.resolve())
+    return OmegaConf.to_object(merged)
+
+
+@dataclass
+class Continuation:
+    """What a run folder already holds for a job: a finished run (``summary``) or a checkpoint."""
+
+    finished: Optional[dict[str, Any]] = None
+    checkpoint: Optional[Path] = None
+
+    @property
+    def objective(self) -> float:
+        value = (self.finished or {}).get("objective")
+        return float(value) if value is not None else math.nan
+
+
+def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continuation]:
+    """How to continue ``config`` in ``run_dir``; None where the folder holds no run of it yet.
+
+    Raises ResumeError if the folder holds a run of another config.
+    """
+    run_dir = Path(run_dir)
+    if config.resume or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    import yaml
+
+    try:
+        previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ResumeError(
+            f"{run_dir / CONFIG_FILE} is unreadable ({' '.join(str(error).split())}): choose another folder"
+        ) from None
+    if not isinstance(previous, dict):
+        raise ResumeError(f"{run_dir / CONFIG_FILE} holds no config: choose another folder")
+    differences = [
+        (key, old, new)
+        for key, old, new in diff(complete_saved_config(previous), config.to_dict())
+        if not key.startswith(CONTINUABLE_DIFFERENCES)
+    ]
+    if differences:
+        key, old, new = differences[0]
+        raise ResumeError(
+            f"{run_dir} already holds a run with {key}={old!r}, this job has {key}={new!r}: "
+            f"choose another folder (hydra.run.dir=... for a run, hydra.sweep.dir=... for a sweep)"
+        )
+    summary = read_summary(run_dir)
+    if summary.get("status") == "running" and process_alive(summary) and summary.get("pid") != os.getpid():
+        raise ResumeError(
+            f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
+            f"one command per run folder at a time"
+        )
+    if summary.get("status") == "finished" and (
+        summary.get("timesteps", 0) >= config.schedule.max_timesteps
+        or (summary.get("stop_reason") == "target_lines" and config.schedule.target_lines == previous_target(previous))
+    ):
+        return Continuation(finished=summary)
+    try:
+        return Continuation(checkpoint=resolve_checkpoint(run_dir))
+    except FileNotFoundError:
+        return None  # nothing saved yet: start again
+
+
+def previous_target(previous: dict[str, Any]) -> Any:
+    return (previous.get("schedule") or {}).get("target_lines")
+
+
+def diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        old, new = list(old), list(new)
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue an interrupted run: the sweep command again for a multirun job, else resume=."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"to continue it, run the same sweep command again with hydra.sweep.dir={run_dir.parent}"
+    path = str(run_dir)
+    if not re.search(r"[=,'\"\s\[\](){}$`\\]", path):
+        argument = f"resume={path}"
+    elif not re.search(r"['\"$`\\]", path):
+        argument = f"\"resume='{path}'\""  # quoted for Hydra inside, for the shell outside
+    else:
+        argument = shlex.quote(f"resume='{path}'")
+    return f"resume with: python -m tetris_train {argument}"
+
+
+# -- what a continued run carries over ------------------------------------------------------------
+
+
+def read_history(path: Path, until_step: Optional[int] = None) -> list[dict[str, Any]]:
+    """Evaluations recorded in a JSON-lines file (those after ``until_step`` left out)."""
+    if not path.is_file():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in entries if until_step is None or e["timesteps"] <= until_step]
+
+
+def carry_over_history(checkpoint: Path, run_dir: Path) -> None:
+    """Start a resumed run's metrics and evaluations with those of the run it continues."""
+    source = read_metadata(checkpoint).get("run_dir")
+    if source is None:
+        return
+    for name in (METRICS_FILE, EVALUATIONS_FILE):
+        source_file, target_file = Path(source) / name, run_dir / name
+        if source_file.is_file() and not target_file.exists():
+            shutil.copyfile(source_file, target_file)
+
+
+def trim_history(history_file: Path, until_step: int) -> None:
+    if history_file.is_file():
+        kept = read_history(history_file, until_step)
+        write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in kept))
+
+
+def adopt_best(history_file: Path, store: CheckpointStore) -> None:
+    """Give a resumed run the best checkpoint of the run it continues (linked, not copied).
+
+    If that checkpoint no longer holds the evaluated state, the entry loses its checkpoint: the
+    next better evaluation saves a new one.
+    """
+    history = read_history(history_file)
+    best = max(history, key=lambda e: e["mean_lines"], default=None)
+    if best is None or "checkpoint" not in best:
+        return
+    source, target = Path(best["checkpoint"]), store.folder / BEST
+    try:
+        same_state = read_metadata(source)["num_timesteps"] == best["timesteps"]
+    except (CheckpointError, KeyError):
+        same_state = False
+    if not same_state:
+        del best["checkpoint"]
+    elif source.resolve() != target.resolve():
+        best["checkpoint"] = str(link_checkpoint(source, target, run_dir=str(store.run_dir), evaluation=best))
+    write_atomic(history_file, "".join(json.dumps(entry) + "\n" for entry in history))
+
+
+# -- summaries ------------------------------------------------------------------------------------
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def write_failure(run_dir: Path, message: str) -> None:
+    """A summary for a job that never started training, so that reports show why."""
+    if (run_dir / SUMMARY_FILE).exists():
+        return  # another run's summary (a folder refused for holding another config) stays as it is
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / SUMMARY_FILE, json.dumps({"status": "failed", "error": message}, indent=2) + "\n")
+
+
+def process_alive(summary: dict[str, Any]) -> bool:
+    """Whether the process a ``running`` summary names still runs (on another host: assumed so)."""
+    if summary.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(summary["pid"]), 0)
+    except (KeyError, OSError, ValueError, TypeError):
+        return False
+    return True
