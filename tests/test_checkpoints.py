@@ -290,6 +290,15 @@ def test_the_command_line_says_so_in_one_line(tmp_path):
     )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "model.zip is damaged" in result.stderr and "Traceback" not in result.stderr
+    # a hostile file whose checksum was made to agree passes the check, and is still refused in one line
+    step = run / "checkpoints" / "step_0000000400"
+    plant(step, "state.npz", tmp_path / "ran")
+    rewrite_checksums(step)
+    result = subprocess.run(
+        [sys.executable, "-m", "tetris_train", f"resume={step}"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "state.npz is unreadable" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "ran").exists()
 
 
 # -- earlier formats ----------------------------------------------------------------------------------
@@ -361,3 +370,134 @@ def test_kill_9_at_random_moments_always_resumes(tmp_path):
     done = subprocess.run(command(reached + 500), cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+# -- what a hostile or broken file cannot do ----------------------------------------------------------
+
+
+def saved_checkpoint(tmp_path: Path, steps: int = 200) -> tuple[TrainingConfig, Path]:
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(steps)
+    return config, agent.save_checkpoint(tmp_path / "clean")
+
+
+def test_an_earlier_pickle_cannot_forge_objects_or_patch_classes(tmp_path):
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    class Forged:
+        def __reduce__(self):
+            from numpy._core.numeric import _frombuffer
+
+            return (_frombuffer, (b"\0" * 8, np.dtype("O"), (1,), "C"))
+
+    add = ReplayBuffer.add
+    patching = b"cstable_baselines3.common.buffers\nReplayBuffer\n(N}S'add'\nI1\nstb."
+    for payload in (pickle.dumps(np.array([1, "a"], dtype=object)), pickle.dumps(Forged()), patching):
+        path = tmp_path / f"legacy{len(payload)}"
+        shutil.copytree(LEGACY / "format3" / "checkpoint", path)
+        (path / "training_state.pkl").write_bytes(payload)
+        config = TrainingConfig.from_dict(read_metadata(path)["config"])
+        with pytest.raises(CheckpointError, match="training_state.pkl is unreadable"):
+            TetrisAgent.load_checkpoint(path, make_env(config.env)())
+    assert ReplayBuffer.add is add
+
+
+def test_the_archive_gives_weights_and_counters_only(tmp_path):
+    config, clean = saved_checkpoint(tmp_path)
+    for change, refused in (({"gamma": 0.5}, False), ({"evil": 1}, True), ({"_n_updates": "x"}, True)):
+        path = tmp_path / f"archive{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(clean, path)
+        with zipfile.ZipFile(path / "model.zip") as archive:
+            entries = {n: archive.read(n) for n in archive.namelist()}
+        entries["data"] = json.dumps({**json.loads(entries["data"]), **change}).encode()
+        with zipfile.ZipFile(path / "model.zip", "w") as archive:
+            for entry, content in entries.items():
+                archive.writestr(entry, content)
+        rewrite_checksums(path)
+        if refused:
+            with pytest.raises(CheckpointError, match=f"model.zip entry '{next(iter(change))}'"):
+                TetrisAgent.load_checkpoint(path, make_env(config.env)())
+        else:
+            assert TetrisAgent.load_checkpoint(path, make_env(config.env)()).model.gamma == config.agent.gamma
+    path = tmp_path / "extra"
+    shutil.copytree(clean, path)
+    with zipfile.ZipFile(path / "model.zip", "a") as archive:
+        archive.writestr("pytorch_variables.pth", (path / "state.npz").read_bytes())
+    rewrite_checksums(path)
+    with pytest.raises(CheckpointError, match="holds pytorch_variables.pth, unlike a model archive"):
+        TetrisAgent.load_checkpoint(path, make_env(config.env)())
+
+
+def test_files_outside_the_folder_and_links_are_refused(tmp_path):
+    config, clean = saved_checkpoint(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for checkpoints")
+    outside = tmp_path / "outside"
+    shutil.copytree(clean, outside)
+    metadata = json.loads((outside / "metadata.json").read_text())
+    metadata["files"]["../secret.txt"] = {"size": secret.stat().st_size, "sha256": "0" * 64}
+    (outside / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="lists '../secret.txt', which is no file of a checkpoint"):
+        verify_checkpoint(outside)
+    linked = tmp_path / "linked"
+    shutil.copytree(clean, linked)
+    (linked / "state.json").unlink()
+    (linked / "state.json").symlink_to(clean / "state.json")
+    with pytest.raises(CheckpointError, match="state.json is a symbolic link"):
+        verify_checkpoint(linked)
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        checkpoints.link_checkpoint(linked, tmp_path / "best")
+
+
+@pytest.mark.parametrize(
+    "damage, file",
+    [
+        (lambda m: m.pop("timesteps_trained"), "metadata.json"),
+        (lambda m: m["files"].update({"state.json": 5}), "metadata.json"),
+        (lambda m: m["config"]["agent"].update({"gamma": 7}), "metadata.json"),
+        (lambda m: m["config"].update({"nonsense": 1}), "metadata.json"),
+    ],
+)
+def test_a_broken_metadata_file_is_one_clear_error(tmp_path, damage, file):
+    config, clean = saved_checkpoint(tmp_path)
+    metadata = json.loads((clean / "metadata.json").read_text())
+    damage(metadata)
+    (clean / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match=file):
+        TetrisAgent.load_checkpoint(clean, make_env(config.env)())
+
+
+@pytest.mark.parametrize("text", ["[]", '{"envs": [], "rng": {}, "model": {}}', '{"envs": {"__array__": [1]}}'])
+def test_a_broken_state_file_is_one_clear_error(tmp_path, text):
+    config, clean = saved_checkpoint(tmp_path)
+    (clean / "state.json").write_text(text)
+    rewrite_checksums(clean)
+    with pytest.raises(CheckpointError, match="state.json"):
+        TetrisAgent.load_checkpoint(clean, make_env(config.env)())
+
+
+def test_a_failed_or_replaced_write_is_never_linked(tmp_path, small_chunks, monkeypatch):
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config)
+    agent.train(300)
+    first = agent.save_checkpoint(tmp_path / "first")
+    agent.train(100)
+    original = checkpoints._fsync_tree
+    monkeypatch.setattr(checkpoints, "_fsync_tree", lambda folder: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(OSError):
+        agent.save_checkpoint(tmp_path / "failed")
+    assert not list(tmp_path.glob(".failed*"))  # no half-written folder left behind
+    monkeypatch.setattr(checkpoints, "_fsync_tree", original)
+    # a chunk of the first checkpoint replaced by other bytes of the same size is not linked either
+    chunk = chunk_files(first)[0]
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.unlink()
+    chunk.write_bytes(bytes(data))
+    agent.train(20)
+    second = agent.save_checkpoint(tmp_path / "second")
+    verify_checkpoint(second)
+    loaded = TetrisAgent.load_checkpoint(second, make_env(config.env)())
+    for name, values in replay_arrays(agent).items():
+        np.testing.assert_array_equal(getattr(loaded.model.replay_buffer, name), values, err_msg=name)

@@ -19,7 +19,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
 from .afterstate import POLICY_CLASSES, AfterstateDQN
-from .checkpoints import Checkpoint, PathLike, ReplayFiles, timestamp, write_checkpoint
+from .checkpoints import Checkpoint, CheckpointError, PathLike, ReplayFiles, timestamp, write_checkpoint
 from .config import TrainingConfig
 from .env import TetrisEnv
 from .versions import package_versions
@@ -139,7 +139,12 @@ class TetrisAgent:
         agent.model = load_model(checkpoint, device or agent.config.agent.device, env)
         scale = (agent.model.replay_buffer_kwargs or {}).get("feature_scale")
         agent.replay_files = checkpoint.load_replay(agent.model.replay_buffer, scale)
-        agent._restore_state(checkpoint.training_state())
+        state = checkpoint.training_state()
+        try:
+            agent._restore_state(state)
+        except Exception as error:  # a state of another game, or malformed
+            message = " ".join(str(error).split()) or type(error).__name__
+            raise CheckpointError(f"{checkpoint.path / checkpoint.state_file}: {message}") from None
         agent._total_timesteps_trained = int(checkpoint.metadata["timesteps_trained"])
         agent._learning_from = None
         return agent
@@ -206,28 +211,30 @@ def _byte_tensor(value: Any) -> th.Tensor:
 
 
 def model_objects(config: TrainingConfig) -> dict[str, Any]:
-    """What ``DQN.load`` would unpickle from a model archive, built from the config instead."""
+    """What ``DQN.load`` takes from a model archive besides weights and counters, built from the
+    config instead: the hyperparameters, and what SB3 would unpickle (spaces, classes, schedules)."""
     from stable_baselines3.common.buffers import ReplayBuffer
 
     from .replay import AfterstateReplayBuffer
 
-    game = TetrisEnv(config.env)
     policy = POLICY_CLASSES[config.agent.policy]
-    if isinstance(policy, str):  # SB3's name for its own policy class
-        policy = AfterstateDQN._get_policy_from_name(AfterstateDQN, policy)
+    fresh = AfterstateDQN(
+        policy, None, double_q=config.agent.double_q, _init_setup_model=False, **dqn_arguments(config)
+    )
+    excluded = set(fresh._excluded_save_params())
+    objects = {name: value for name, value in vars(fresh).items() if name not in excluded}
+    game = TetrisEnv(config.env)
     afterstate = config.agent.policy == "afterstate"
     scale = game.feature_scale if afterstate and len(game.observation_space.shape) == 2 else None
-    return {
-        "policy_class": policy,
-        "observation_space": game.observation_space,
-        "action_space": game.action_space,
-        "learning_rate": dqn_arguments(config)["learning_rate"],
-        "lr_schedule": None,  # DQN._setup_model builds both schedules again
-        "exploration_schedule": None,
-        "replay_buffer_class": AfterstateReplayBuffer if afterstate else ReplayBuffer,
-        "replay_buffer_kwargs": {"feature_scale": np.asarray(scale, np.float64)} if scale is not None else {},
-        "train_freq": config.agent.train_freq,
-    }
+    objects.update(
+        policy_class=fresh.policy_class,
+        observation_space=game.observation_space,
+        action_space=game.action_space,
+        replay_buffer_class=AfterstateReplayBuffer if afterstate else ReplayBuffer,
+        replay_buffer_kwargs={"feature_scale": np.asarray(scale, np.float64)} if scale is not None else {},
+        train_freq=config.agent.train_freq,
+    )
+    return objects
 
 
 def load_model(

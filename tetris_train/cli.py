@@ -56,11 +56,13 @@ class JobFailed(Exception):
 
 
 @contextlib.contextmanager
-def bad_input_exits(overrides: Sequence[str], schema: Any = TrainingConfig) -> Iterator[None]:
-    """Inside a Hydra job: bad input exits at once (a failed job would add Hydra's own report)."""
+def bad_input_exits(
+    overrides: Sequence[str], schema: Any = TrainingConfig, kinds: tuple[type[Exception], ...] = (Exception,)
+) -> Iterator[None]:
+    """Inside a Hydra job: bad input (of ``kinds``) exits at once (a failed job would add Hydra's own report)."""
     try:
         yield
-    except Exception as error:
+    except kinds as error:
         message = describe_error(error, overrides, schema)
         if message is None:
             raise

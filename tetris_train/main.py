@@ -50,6 +50,7 @@ def train_app(cfg: DictConfig) -> float:
 
 
 def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
+    from .checkpoints import CheckpointError
     from .replay import check_memory
     from .run_folder import find_continuation
     from .train import run_training
@@ -64,7 +65,8 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
     if continuation is not None:
         log.info("%s holds this run, unfinished: continuing from %s", run_dir, continuation.checkpoint)
         config = dataclasses.replace(config, resume=str(continuation.checkpoint))
-    result = run_training(config, run_dir)
+    with bad_input_exits(overrides, kinds=(CheckpointError,)):  # a checkpoint that is whole but unreadable
+        result = run_training(config, run_dir)
     if result.status == "interrupted":
         raise SystemExit(EXIT_INTERRUPTED)
     return result.objective

@@ -153,8 +153,10 @@ class CheckpointStore:
     def prune(self) -> None:
         periodic = [path for _, path in find_checkpoints(self.folder) if path.name.startswith(PERIODIC_PREFIX)]
         for path in periodic[: -self.keep_last]:
-            shutil.rmtree(path)
-        for leftover in self.folder.glob(".*.tmp-*"):  # from a process killed while writing
+            doomed = path.with_name(f".{path.name}.del-{os.getpid()}")
+            os.rename(path, doomed)  # hidden at once: a kill while deleting leaves nothing listed
+            shutil.rmtree(doomed)
+        for leftover in [*self.folder.glob(".*.tmp-*"), *self.folder.glob(".*.del-*")]:  # from killed processes
             if not leftover.name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(leftover, ignore_errors=True)
         for swapped in self.folder.glob(".*.old-*"):  # from a process killed while replacing
@@ -321,7 +323,7 @@ def adopt_best(history_file: Path, store: CheckpointStore) -> None:
         return
     source, target = Path(best["checkpoint"]), store.folder / BEST
     try:
-        same_state = read_metadata(source)["num_timesteps"] == best["timesteps"]
+        same_state = verify_checkpoint(source)["num_timesteps"] == best["timesteps"]  # whole, and that state
     except (CheckpointError, KeyError):
         same_state = False
     if not same_state:
