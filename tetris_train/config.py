@@ -6,7 +6,7 @@ The dataclasses hold every default; the YAML options under ``conf/`` hold only w
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import PurePosixPath
 from typing import Any, Optional
 
@@ -108,6 +108,7 @@ class ScheduleConfig:
     eval_freq: int = 25_000
     eval_episodes: int = 20
     eval_seed: int = 1_000_000
+    eval_max_pieces: Optional[int] = 100_000
     log_interval: int = 1_000
     tensorboard: bool = True
     progress_bar: Optional[bool] = None
@@ -131,6 +132,11 @@ class ScheduleConfig:
         _check(is_int(self.keep_last) and self.keep_last >= 1, "keep_last", "an integer >= 1")
         _check(is_int(self.eval_freq) and self.eval_freq >= 0, "eval_freq", "an integer >= 0 (0: only at the end)")
         _check(is_int(self.eval_seed) and self.eval_seed >= 0, "eval_seed", "an integer >= 0")
+        _check(
+            self.eval_max_pieces is None or (is_int(self.eval_max_pieces) and self.eval_max_pieces > 0),
+            "eval_max_pieces",
+            "null (the env's max_pieces) or an integer > 0",
+        )
         path = PurePosixPath(self.checkpoint_dir) if isinstance(self.checkpoint_dir, str) else None
         inside = path is not None and not path.is_absolute() and ".." not in path.parts
         _check(
@@ -205,6 +211,14 @@ class TrainingConfig:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(getattr(self, group), name)
 
+    def evaluation_env(self) -> EnvConfig:
+        """The game evaluations during training play: the run's, its games ended at
+        ``schedule.eval_max_pieces`` pieces where the env's own cap is higher."""
+        cap = self.schedule.eval_max_pieces
+        if cap is None or cap >= self.env.max_pieces:
+            return self.env
+        return replace(self.env, max_pieces=cap)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["agent"]["net_arch"] = list(self.agent.net_arch)
@@ -238,7 +252,11 @@ class TrainingConfig:
 
 
 # Keys added after runs were first saved, with the value that does what runs saved without them did.
-_KEYS_ADDED = {"agent": {"learning_rate_end": None, "double_q": False}}
+_KEYS_ADDED = {
+    "agent": {"learning_rate_end": None, "double_q": False},
+    "env": {"randomizer": "bag"},
+    "schedule": {"eval_max_pieces": None},
+}
 
 
 def complete_saved_config(saved: dict[str, Any]) -> dict[str, Any]:

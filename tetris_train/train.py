@@ -89,7 +89,13 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
 
         control = StopControl()
         evaluation = EvalCallback(
-            schedule.eval_freq, agent, store, history_file, config.env, schedule.eval_episodes, schedule.eval_seed
+            schedule.eval_freq,
+            agent,
+            store,
+            history_file,
+            config.evaluation_env(),
+            schedule.eval_episodes,
+            schedule.eval_seed,
         )
         metrics = MetricsCallback(schedule.log_interval, agent)  # after evaluation: its row carries eval/*
         goal = []

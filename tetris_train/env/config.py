@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ..validation import check, is_int, is_number
 
 OBSERVATION_MODES = ("afterstates", "board")
+RANDOMIZERS = ("bag", "uniform")
 RENDER_MODES = ("ansi", "rgb_array")
 MIN_SIZE = 4  # the I piece lies 4 wide and stands 4 tall
 MAX_WIDTH = 32  # a row is an int64 bit mask with room for the two walls
@@ -18,12 +19,15 @@ class EnvConfig:
     """Settings of :class:`~tetris_train.env.TetrisEnv`.
 
     Reward per placement is ``piece_reward + line_rewards[lines]``; a placement that does not fit
-    ends the game with reward ``-game_over_penalty``.
+    ends the game with reward ``-game_over_penalty``. ``randomizer``: ``bag`` deals the seven pieces
+    in a shuffled bag of seven (the modern game), ``uniform`` draws each piece independently and
+    uniformly (the game of the research literature, with ``preview: 0``).
     """
 
     width: int = 10
     height: int = 20
     preview: int = 1
+    randomizer: str = "bag"
     max_pieces: int = 10_000
     observation: str = "afterstates"
     piece_reward: float = 1.0
@@ -52,6 +56,7 @@ class EnvConfig:
         )
         _check(is_int(self.height) and self.height >= MIN_SIZE, "height", self.height, f"an integer >= {MIN_SIZE}")
         _check(is_int(self.preview) and self.preview >= 0, "preview", self.preview, "an integer >= 0")
+        _check(self.randomizer in RANDOMIZERS, "randomizer", self.randomizer, f"one of {', '.join(RANDOMIZERS)}")
         _check(is_int(self.max_pieces) and self.max_pieces >= 1, "max_pieces", self.max_pieces, "an integer >= 1")
         _check(is_number(self.piece_reward), "piece_reward", self.piece_reward, "a number")
         _check(

@@ -19,7 +19,7 @@ SCORE_TABLE = (0, 100, 300, 500, 800)  # points for clearing 0-4 lines at once
 
 
 class TetrisEnv(gym.Env):
-    """Tetris with placement actions, 7-bag pieces and afterstate features.
+    """Tetris with placement actions, 7-bag (or uniformly drawn) pieces and afterstate features.
 
     Action ``a`` in ``Discrete(4 * width)`` places the current piece with rotation ``a // width``
     (modulo its distinct states) and its left edge in column ``a % width`` (clamped so it fits),
@@ -62,6 +62,7 @@ class TetrisEnv(gym.Env):
             self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
 
         self._line_rewards = tuple(config.line_rewards)
+        self._uniform = config.randomizer == "uniform"
         self._colors = np.zeros((self.height, self.width), np.uint8)  # row 0 at the floor
         self._rows = np.zeros(self.height, np.int64)
         self._heights = np.zeros(self.width, np.int64)
@@ -200,6 +201,8 @@ class TetrisEnv(gym.Env):
     # -- internals -----------------------------------------------------------------------------
 
     def _draw(self) -> int:
+        if self._uniform:
+            return int(self.np_random.integers(N_PIECES))
         if self._bag_pos == len(self._bag):
             self._bag = [int(p) for p in self.np_random.permutation(N_PIECES)]
             self._bag_pos = 0
