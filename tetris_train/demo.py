@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from typing import Optional
 
 from .env import TetrisEnv
-from .players import HeuristicPlayer, RandomPlayer
+from .evaluation import choose_actions
+from .players import DellacheriePlayer, RandomPlayer
 
 
 def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
     """Play one seeded game of at most ``pieces`` placements; return its final info and board."""
     env = TetrisEnv(max_pieces=pieces, render_mode="ansi")
-    agent = HeuristicPlayer(env) if player == "heuristic" else RandomPlayer(seed)
+    agent = DellacheriePlayer() if player == "heuristic" else RandomPlayer(seed)
     obs, info = env.reset(seed=seed)
     start = time.perf_counter()
     terminated = truncated = False
     while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(int(agent(obs[None], info["action_mask"][None])[0]))
+        action = int(choose_actions(agent, [env], [obs], [info["action_mask"]])[0])
+        obs, _, terminated, truncated, info = env.step(action)
     elapsed = time.perf_counter() - start
     return {**info, "terminated": terminated, "seconds": elapsed, "board": env.render()}
 

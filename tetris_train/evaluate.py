@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cli import bad_input_exits, run_app
 from .env import EnvConfig, TetrisEnv
-from .evaluation import Policy, evaluate
+from .evaluation import Policy, choose_actions, evaluate
 from .validation import check, is_int, is_number
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,10 @@ def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[
         policy = model_policy(model)
         return lambda: policy, env_config, about
     if config.player == "heuristic":
-        from .players import HeuristicPlayer
+        from .players import DellacheriePlayer
 
-        heuristic = HeuristicPlayer(TetrisEnv(config.env))
-        return lambda: heuristic, config.env, {"player": "heuristic (Dellacherie)"}
+        heuristic = DellacheriePlayer()
+        return lambda: heuristic, config.env, {"player": "heuristic (Dellacherie, as published)"}
     from .players import RandomPlayer
 
     return lambda: RandomPlayer(config.seed), config.env, {"player": "random"}
@@ -123,7 +123,9 @@ def record_game(policy: Policy, env_config: EnvConfig, seed: int, max_frames: in
     frames = [env.render()]
     done = False
     while not done:
-        obs, _, terminated, truncated, info = env.step(int(policy(obs[None], info["action_mask"][None])[0]))
+        obs, _, terminated, truncated, info = env.step(
+            int(choose_actions(policy, [env], [obs], [info["action_mask"]])[0])
+        )
         done = terminated or truncated
         if len(frames) < max_frames - 1 or done:
             frames.append(env.render())
@@ -146,7 +148,9 @@ def replay(policy: Policy, env_config: EnvConfig, seed: int, pieces: int, delay:
     obs, info = env.reset(seed=seed)
     done = False
     while not done:
-        obs, _, terminated, truncated, info = env.step(int(policy(obs[None], info["action_mask"][None])[0]))
+        obs, _, terminated, truncated, info = env.step(
+            int(choose_actions(policy, [env], [obs], [info["action_mask"]])[0])
+        )
         done = terminated or truncated
         sys.stdout.write("\x1b[H\x1b[2J" + env.render())
         sys.stdout.flush()

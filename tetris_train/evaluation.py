@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .env import EnvConfig, TetrisEnv
 
-# (observations (n, ...), action masks (n, n_actions)) -> actions (n,)
-Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (observations (n, ...), action masks (n, n_actions)) -> actions (n,); or an object whose
+# choose(games) -> actions (n,) reads the games themselves
+Policy = Any
 
 
 def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int) -> dict[str, Any]:
@@ -33,7 +33,9 @@ def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int) ->
     steps = 0
     start = time.perf_counter()
     while active:
-        actions = policy(np.stack([observations[i] for i in active]), np.stack([masks[i] for i in active]))
+        actions = choose_actions(
+            policy, [envs[i] for i in active], [observations[i] for i in active], [masks[i] for i in active]
+        )
         still_active = []
         for i, action in zip(active, actions):
             obs, _, terminated, truncated, info = envs[i].step(int(action))
@@ -64,6 +66,15 @@ def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int) ->
         "placements_per_s": steps / max(elapsed, 1e-9),
         "lines": lines,
     }
+
+
+def choose_actions(policy: Policy, games: list[TetrisEnv], observations: list[np.ndarray], masks: list[np.ndarray]):
+    """The policy's actions in these games: from the batched observations and masks, or, for a
+    player that reads the games themselves (its ``choose``), from the games."""
+    choose = getattr(policy, "choose", None)
+    if choose is not None:
+        return choose(games)
+    return policy(np.stack(observations), np.stack(masks))
 
 
 def model_policy(model: Any) -> Policy:

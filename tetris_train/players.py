@@ -6,14 +6,15 @@ A player maps a batch of observations and action masks to a batch of actions, li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import numpy as np
 
 from .env import TetrisEnv
+from .env.engine import DELLACHERIE_FEATURES
 
-# Pierre Dellacherie's hand-set weights over unscaled afterstate features.
+# Pierre Dellacherie's hand-set weights (Fahey 2003; Thiery & Scherrer 2009).
 DELLACHERIE_WEIGHTS: Mapping[str, float] = {
     "landing_height": -1.0,
     "eroded_cells": 1.0,
@@ -56,3 +57,28 @@ class HeuristicPlayer:
         scores = observations.astype(np.float64) @ self._weights
         scores[(observations[..., self._top_out] > 0) | ~action_masks] = -np.inf
         return scores.argmax(axis=-1)
+
+
+class DellacheriePlayer:
+    """Pierre Dellacherie's one-piece player as published: the six features computed on the board
+    by the published definitions (:meth:`TetrisEnv.dellacherie_features`), his weights, and ties
+    kept by the first placement in rotation-then-column order, as Thiery and Scherrer's code does.
+
+    It reads the games themselves, not the observation (whose features are defined differently):
+    :func:`~tetris_train.evaluation.evaluate` hands it the games through :meth:`choose`.
+    """
+
+    def __init__(self, weights: Mapping[str, float] = DELLACHERIE_WEIGHTS):
+        unknown = sorted(set(weights) - set(DELLACHERIE_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature {unknown[0]!r}; allowed: {', '.join(DELLACHERIE_FEATURES)}")
+        self._weights = np.array([weights.get(name, 0.0) for name in DELLACHERIE_FEATURES])
+
+    def choose(self, games: Sequence[TetrisEnv]) -> np.ndarray:
+        """The placement of each game's current piece."""
+        actions = np.empty(len(games), np.int64)
+        for i, game in enumerate(games):
+            scores = game.dellacherie_features() @ self._weights
+            scores[np.isnan(scores) | ~game.action_masks()] = -np.inf  # no room, or a repeated placement
+            actions[i] = int(np.argmax(scores))  # the first best: rotation 0 first, columns left to right
+        return actions

@@ -217,6 +217,92 @@ def afterstate_features(rows, heights, width, board_height, n_filled, piece, can
     return result
 
 
+# Pierre Dellacherie's six features as published: Fahey's implementation (2003), formalised by
+# Thiery & Scherrer (2009; their code, MDPTetris, computes the same). Unscaled, one row per placement.
+DELLACHERIE_FEATURES: tuple[str, ...] = (
+    "landing_height",
+    "eroded_cells",
+    "row_transitions",
+    "column_transitions",
+    "holes",
+    "cumulative_wells",
+)
+
+
+@njit(cache=True)
+def _dellacherie_board(rows, heights, width, board_height, stack_top, out):
+    """The four board features of the published definitions, of a board after its clears, into
+    ``out[2:6]``: row transitions over every row (both walls filled, so an empty row counts 2),
+    column transitions (floor filled, the space above the board empty), holes (empty cells under
+    a filled one), and wells (each cell whose left and right neighbours are filled, the walls
+    filled, adds the run of empty cells from it down: a well of depth d adds 1 + 2 + ... + d)."""
+    walls = 1 | (1 << (width + 1))
+    span = (1 << (width + 1)) - 1
+    row_trans = 2 * (board_height - stack_top)
+    col_trans = 0
+    below = (1 << width) - 1
+    for i in range(stack_top):
+        row = rows[i]
+        v = (row << 1) | walls
+        row_trans += _popcount((v ^ (v >> 1)) & span)
+        col_trans += _popcount(row ^ below)
+        below = row
+    col_trans += _popcount(below)
+    holes = 0
+    wells = 0
+    for c in range(width):
+        bit = 1 << c
+        for i in range(heights[c]):
+            if not rows[i] & bit:
+                holes += 1
+        for i in range(stack_top):
+            if rows[i] & bit:
+                continue
+            left = c == 0 or (rows[i] >> (c - 1)) & 1
+            right = c == width - 1 or (rows[i] >> (c + 1)) & 1
+            if left and right:
+                k = i
+                while k >= 0 and not rows[k] & bit:
+                    wells += 1
+                    k -= 1
+    out[2] = row_trans
+    out[3] = col_trans
+    out[4] = holes
+    out[5] = wells
+
+
+@njit(cache=True)
+def dellacherie_features(rows, heights, width, board_height, piece, canonical, distinct):
+    """DELLACHERIE_FEATURES of every action's placement (actions of one placement share a row);
+    NaN where the placement does not fit. Landing height is Fahey's: the middle of the piece's
+    lowest and highest rows, counted from 1 at the floor, before clearing."""
+    n_actions = canonical.shape[0]
+    out = np.full((n_actions, 6), np.nan)
+    stack_top = 0
+    for c in range(width):
+        if heights[c] > stack_top:
+            stack_top = heights[c]
+    tmp_rows = np.empty(board_height, np.int64)
+    tmp_heights = np.empty(width, np.int64)
+    for k in range(distinct.shape[0]):
+        a = distinct[k]
+        rot = a // width
+        x = a - rot * width
+        lines, eroded, y, new_top = _drop_and_clear(
+            rows, heights, width, board_height, stack_top, piece, rot, x, tmp_rows, tmp_heights
+        )
+        if lines == TOPPED_OUT:
+            continue
+        out[a, 0] = y + (PIECE_HEIGHT[piece, rot] + 1) / 2.0
+        out[a, 1] = eroded
+        _dellacherie_board(tmp_rows, tmp_heights, width, board_height, new_top, out[a])
+    for a in range(n_actions):
+        c = canonical[a]
+        if c != a:
+            out[a] = out[c]
+    return out
+
+
 @njit(cache=True)
 def place(rows, heights, colors, width, board_height, piece, rot, x):
     """Drop a piece for real: update rows, heights and the colour board in place.

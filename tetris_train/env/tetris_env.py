@@ -194,6 +194,15 @@ class TetrisEnv(gym.Env):
         self._score = int(state["score"])
         self._episode_over = bool(state["episode_over"])
 
+    def dellacherie_features(self) -> np.ndarray:
+        """Pierre Dellacherie's six features (``engine.DELLACHERIE_FEATURES``, the published
+        definitions) of the placement each action makes, float64 ``(n_actions, 6)``; NaN rows for
+        placements that do not fit. For the published player: the observation's own features differ."""
+        piece = self._current
+        return engine.dellacherie_features(
+            self._rows, self._heights, self.width, self.height, piece, self._canonical[piece], self._distinct[piece]
+        )
+
     def observe(self) -> np.ndarray:
         """The observation of the current state (what the last reset or step returned)."""
         return self._observe()
