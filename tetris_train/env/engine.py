@@ -51,6 +51,16 @@ def _popcount(x):
 
 
 @njit(cache=True, inline="always")
+def _stack_top(heights, width):
+    """The height of the highest column."""
+    top = 0
+    for c in range(width):
+        if heights[c] > top:
+            top = heights[c]
+    return top
+
+
+@njit(cache=True, inline="always")
 def _landing_row(heights, piece, rot, x):
     """Row of the piece's bottom edge after a hard drop with its left edge in column ``x``."""
     y = 0
@@ -182,10 +192,7 @@ def afterstate_features(rows, heights, width, board_height, n_filled, piece, can
     n_actions = canonical.shape[0]
     n_features = scale.shape[0]
     out = np.zeros((n_actions, n_features), np.float64)
-    stack_top = 0
-    for c in range(width):
-        if heights[c] > stack_top:
-            stack_top = heights[c]
+    stack_top = _stack_top(heights, width)
     tmp_rows = np.empty(board_height, np.int64)
     tmp_heights = np.empty(width, np.int64)
     for k in range(distinct.shape[0]):
@@ -278,10 +285,7 @@ def dellacherie_features(rows, heights, width, board_height, piece, canonical, d
     lowest and highest rows, counted from 1 at the floor, before clearing."""
     n_actions = canonical.shape[0]
     out = np.full((n_actions, 6), np.nan)
-    stack_top = 0
-    for c in range(width):
-        if heights[c] > stack_top:
-            stack_top = heights[c]
+    stack_top = _stack_top(heights, width)
     tmp_rows = np.empty(board_height, np.int64)
     tmp_heights = np.empty(width, np.int64)
     for k in range(distinct.shape[0]):
@@ -309,10 +313,7 @@ def place(rows, heights, colors, width, board_height, piece, rot, x):
 
     Returns the number of lines cleared, or TOPPED_OUT (board unchanged) if the piece does not fit.
     """
-    stack_top = 0
-    for c in range(width):
-        if heights[c] > stack_top:
-            stack_top = heights[c]
+    stack_top = _stack_top(heights, width)
     y = _landing_row(heights, piece, rot, x)
     if y + PIECE_HEIGHT[piece, rot] > board_height:
         return TOPPED_OUT
