@@ -327,9 +327,9 @@ def test_an_earlier_checkpoint_continues_exactly_as_its_version_did(tmp_path, fo
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_always_resumes(tmp_path):
-    """20 times: train in a run folder, SIGKILL the process at a random moment (checkpoints are
-    written every half second, so many kills land inside one), check that every listed checkpoint
-    is whole, and continue in the same folder from the newest."""
+    """20 times: train in a run folder, SIGKILL the process at a random moment of its training
+    (checkpoints are written about every half second, so many kills land inside one), check that
+    every listed checkpoint is whole, and continue in the same folder from the newest."""
     from tetris_train.run_folder import find_checkpoints
 
     run = tmp_path / "run"
@@ -351,9 +351,14 @@ def test_kill_9_at_random_moments_always_resumes(tmp_path):
         process = subprocess.Popen(
             command(1_000_000), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        time.sleep(float(rng.uniform(4.0, 9.0)))
+        seen, deadline = [], time.monotonic() + 300
+        for line in process.stdout:  # however long the start takes, the kill lands in training
+            seen.append(line)
+            if "steps (to" in line or time.monotonic() > deadline:
+                break
+        time.sleep(float(rng.uniform(0.0, 3.0)))
         process.kill()
-        output = process.communicate(timeout=60)[0]
+        output = "".join(seen) + process.communicate(timeout=60)[0]
         assert process.returncode == -9, output
         if reached:
             assert "continuing from" in output, output
