@@ -10,8 +10,8 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
 from tetris_train.afterstate import AfterstateDQN, AfterstateReplayBuffer
-from tetris_train.env import TetrisEnv, make_env
-from tetris_train.evaluation import evaluate, model_policy
+from tetris_train.env import TetrisEnv, engine, make_env
+from tetris_train.evaluation import CompiledGreedyPolicy, GreedyPolicy, evaluate, model_policy
 from tetris_train.players import HeuristicPlayer, RandomPlayer
 
 
@@ -235,6 +235,34 @@ def test_lockstep_evaluation_equals_playing_each_game_alone():
     together = evaluate(policy, EnvConfig(max_pieces=80), episodes=4, seed=7)
     alone = [evaluate(policy, EnvConfig(max_pieces=80), episodes=1, seed=7 + i)["lines"][0] for i in range(4)]
     assert together["lines"] == alone
+
+
+@pytest.mark.parametrize("randomizer", ["bag", "uniform"])
+def test_compiled_play_plays_the_games_of_the_network_calls(randomizer):
+    agent = trained_agent()
+    compiled = model_policy(agent.model)
+    assert isinstance(compiled, CompiledGreedyPolicy)
+    stepped = GreedyPolicy(agent.model)  # torch, one network call per step
+    config = EnvConfig(randomizer=randomizer, max_pieces=300)
+    fast, slow = evaluate(compiled, config, 6, 3), evaluate(stepped, config, 6, 3)
+    assert fast["lines"] == slow["lines"] and fast["pieces"] == slow["pieces"]
+    assert sum(fast["pieces"]) > 6 * 10  # every game went on for a while
+
+
+def test_the_compiled_network_values_rows_as_torch_does():
+    q_net = trained_agent(net_arch=(32, 16, 8)).model.q_net
+    rows = observations().reshape(-1, q_net.features_dim)
+    weights, biases = q_net.mlp_layers()
+    assert [w.shape for w in weights] == [(q_net.features_dim, 32), (32, 16), (16, 8), (8, 1)]
+    compiled = engine.mlp_values(rows.numpy(), weights, biases)
+    torch.testing.assert_close(torch.as_tensor(compiled), q_net.row_values(rows), rtol=1e-5, atol=1e-5)
+
+
+def test_only_a_plain_cpu_network_is_compiled():
+    agent = trained_agent()
+    agent.model.q_net.q_net[1] = torch.nn.Tanh()  # not the ReLU MLP the compiled play computes
+    assert agent.model.q_net.mlp_layers() is None
+    assert type(model_policy(agent.model)) is GreedyPolicy
 
 
 def test_model_policy_is_the_greedy_predict():

@@ -319,10 +319,13 @@ def test_an_earlier_checkpoint_continues_exactly_as_its_version_did(tmp_path, fo
     assert read_metadata(resaved)["format"] == checkpoints.FORMAT
     expected = np.load(LEGACY / form / "expected_parameters.npy")
     agent.train(200)
-    np.testing.assert_array_equal(parameters(agent), expected)
+    continued = parameters(agent)
+    # the same samples and updates; the fixture's floats come from another processor, whose torch
+    # kernels may round the last bit differently (a wrong sample or state moves them far more)
+    np.testing.assert_allclose(continued, expected, rtol=1e-5, atol=1e-7)
     again = TetrisAgent.load_checkpoint(resaved, make_env(config.env)())  # restores the global RNGs too
     again.train(200)
-    np.testing.assert_array_equal(parameters(again), expected)
+    np.testing.assert_array_equal(parameters(again), continued)
 
 
 @pytest.mark.slow

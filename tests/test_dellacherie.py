@@ -4,8 +4,9 @@ worked out by hand, and the player that uses them."""
 import numpy as np
 import pytest
 
-from tetris_train.env import EnvConfig, TetrisEnv
+from tetris_train.env import PIECE_NAMES, EnvConfig, TetrisEnv
 from tetris_train.env.engine import DELLACHERIE_FEATURES
+from tetris_train.env.games import Games
 from tetris_train.evaluation import evaluate
 from tetris_train.players import DELLACHERIE_WEIGHTS, DellacheriePlayer
 
@@ -80,7 +81,28 @@ def test_the_player_takes_the_best_and_keeps_the_first_of_ties():
     scores = env.dellacherie_features() @ weights
     scores[~env.action_masks()] = -np.inf
     best = np.flatnonzero(scores == scores.max())
-    assert player.choose([env])[0] == best[0]
+    games = Games(env.config, [0])
+    games.rows[0], games.heights[0] = env._rows, env._heights  # the same board and piece as the env
+    games.current[0] = PIECE_NAMES.index(env.current_piece)
+    assert player.choose(games)[0] == best[0]
+
+
+def test_the_compiled_choice_is_the_best_of_the_env_features_all_game_long():
+    config = EnvConfig(width=8, height=10, randomizer="uniform", preview=0, max_pieces=600)
+    weights = np.array([DELLACHERIE_WEIGHTS[name] for name in DELLACHERIE_FEATURES])
+    games, player = Games(config, [3]), DellacheriePlayer()
+    env = TetrisEnv(config)
+    env.reset(seed=3)
+    while len(games.active):
+        scores = env.dellacherie_features() @ weights
+        scores[np.isnan(scores) | ~env.action_masks()] = -np.inf
+        expected = int(np.argmax(scores))
+        action = player.choose(games)
+        assert action[0] == expected
+        games.step(action)
+        _, _, terminated, truncated, _ = env.step(expected)
+        assert (terminated or truncated) == (len(games.active) == 0)
+    assert games.pieces[0] == env.get_state()["pieces"] > 100
 
 
 def test_the_published_player_plays_far_better_than_the_observation_weights():
@@ -96,3 +118,18 @@ def test_the_published_player_plays_far_better_than_the_observation_weights():
 def test_unknown_weights_are_refused(bad):
     with pytest.raises(ValueError, match="bumpiness"):
         DellacheriePlayer(bad)
+
+
+class OneStepAtATime:
+    """The same player, choosing one placement per call instead of playing games on in compiled code."""
+
+    def __init__(self, player: DellacheriePlayer):
+        self.choose = player.choose
+
+
+def test_compiled_play_plays_the_games_of_step_by_step_choices():
+    config = EnvConfig(width=8, height=10, randomizer="uniform", preview=0, max_pieces=5_000)
+    played = evaluate(DellacheriePlayer(), config, episodes=5, seed=40)
+    stepped = evaluate(OneStepAtATime(DellacheriePlayer()), config, episodes=5, seed=40)
+    assert played["lines"] == stepped["lines"] and played["pieces"] == stepped["pieces"]
+    assert played["placements"] == sum(played["pieces"]) + 5 - int(played["reached_cap"] * 5)

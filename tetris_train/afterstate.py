@@ -87,6 +87,25 @@ class AfterstateQNetwork(QNetwork):
         return values.reshape(rows.shape[:-1])
 
     @th.no_grad()
+    def mlp_layers(self) -> Optional[tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]]:
+        """This network as float32 arrays for compiled play (``engine.play_mlp``): the weights
+        ``(in, out)`` and biases of its Linear layers, when it is Linear layers with ReLU between
+        them, on the CPU, behind the plain extractor; None otherwise. A copy of the weights now."""
+        linear, relus = list(self.q_net)[0::2], list(self.q_net)[1::2]
+        plain = (
+            self.device.type == "cpu"
+            and type(self.features_extractor) is AfterstateExtractor
+            and all(type(m) is nn.Linear for m in linear)
+            and all(type(m) is nn.ReLU for m in relus)
+            and len(relus) == len(linear) - 1
+        )
+        if not plain:
+            return None
+        weights = tuple(np.ascontiguousarray(m.weight.detach().T.numpy(), np.float32) for m in linear)
+        biases = tuple(np.ascontiguousarray(m.bias.detach().numpy(), np.float32) for m in linear)
+        return weights, biases
+
+    @th.no_grad()
     def max_q_values(self, obs: th.Tensor, masks: Optional[th.Tensor] = None) -> th.Tensor:
         """max_a Q(s, a), ``(batch,)``, scoring only the rows ``masks`` marks (every row without one).
 

@@ -7,23 +7,22 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
-from .env import TetrisEnv
+from .env import EnvConfig
+from .env.games import Games
 from .evaluation import choose_actions
 from .players import DellacheriePlayer, RandomPlayer
 
 
 def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
-    """Play one seeded game of at most ``pieces`` placements; return its final info and board."""
-    env = TetrisEnv(max_pieces=pieces, render_mode="ansi")
+    """Play one seeded game of at most ``pieces`` placements; return its result and final board."""
+    games = Games(EnvConfig(max_pieces=pieces), [seed], colors=True)
     agent = DellacheriePlayer() if player == "heuristic" else RandomPlayer(seed)
-    obs, info = env.reset(seed=seed)
     start = time.perf_counter()
-    terminated = truncated = False
-    while not (terminated or truncated):
-        action = int(choose_actions(agent, [env], [obs], [info["action_mask"]])[0])
-        obs, _, terminated, truncated, info = env.step(action)
+    while len(games.active):
+        games.step(choose_actions(agent, games))
     elapsed = time.perf_counter() - start
-    return {**info, "terminated": terminated, "seconds": elapsed, "board": env.render()}
+    result = games.results()[0]
+    return {**result, "terminated": not result["capped"], "seconds": elapsed, "board": games.render(0, "ansi")}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rate = result["pieces"] / max(result["seconds"], 1e-9)
     print(
         f"{args.player} player, seed {args.seed}: {ending} after {result['pieces']} pieces, "
-        f"{result['total_lines']} lines, score {result['score']} ({rate:,.0f} placements/s)"
+        f"{result['lines']} lines, score {result['score']} ({rate:,.0f} placements/s)"
     )
     return 0
 

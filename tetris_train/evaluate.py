@@ -25,7 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .cli import bad_input_exits, run_app
-from .env import EnvConfig, TetrisEnv
+from .env import EnvConfig
+from .env.games import Games
 from .evaluation import Policy, choose_actions, evaluate
 from .validation import check, is_int, is_number
 
@@ -118,17 +119,12 @@ def load_player(config: EvaluateConfig, overrides: list[str]) -> tuple[Callable[
 
 def record_game(policy: Policy, env_config: EnvConfig, seed: int, max_frames: int) -> list[np.ndarray]:
     """RGB frames of one game, at most ``max_frames`` (the start of the game, then the last board)."""
-    env = TetrisEnv(dataclasses.replace(env_config, render_mode="rgb_array"))
-    obs, info = env.reset(seed=seed)
-    frames = [env.render()]
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(
-            int(choose_actions(policy, [env], [obs], [info["action_mask"]])[0])
-        )
-        done = terminated or truncated
-        if len(frames) < max_frames - 1 or done:
-            frames.append(env.render())
+    games = Games(env_config, [seed], colors=True)
+    frames = [games.render(0, "rgb_array")]
+    while len(games.active):
+        games.step(choose_actions(policy, games))
+        if len(frames) < max_frames - 1 or not len(games.active):
+            frames.append(games.render(0, "rgb_array"))
     return frames[: max_frames - 1] + frames[-1:] if len(frames) > max_frames else frames
 
 
@@ -144,15 +140,10 @@ def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
 
 def replay(policy: Policy, env_config: EnvConfig, seed: int, pieces: int, delay: float) -> None:
     """Play one game in the terminal, redrawing the board after each piece."""
-    env = TetrisEnv(dataclasses.replace(env_config, render_mode="ansi", max_pieces=min(pieces, env_config.max_pieces)))
-    obs, info = env.reset(seed=seed)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(
-            int(choose_actions(policy, [env], [obs], [info["action_mask"]])[0])
-        )
-        done = terminated or truncated
-        sys.stdout.write("\x1b[H\x1b[2J" + env.render())
+    games = Games(dataclasses.replace(env_config, max_pieces=min(pieces, env_config.max_pieces)), [seed], colors=True)
+    while len(games.active):
+        games.step(choose_actions(policy, games))
+        sys.stdout.write("\x1b[H\x1b[2J" + games.render(0, "ansi"))
         sys.stdout.flush()
         time.sleep(delay)
 
@@ -167,16 +158,22 @@ def evaluate_app(cfg: DictConfig) -> float:
         make_policy, env_config, about = load_player(config, overrides)
     if config.replay:
         replay(make_policy(), env_config, config.seed, config.replay_pieces, config.replay_delay)
-    result = {**about, "env": env_config.to_dict(), **evaluate(make_policy(), env_config, config.episodes, config.seed)}
+    result = {
+        **about,
+        "env": env_config.to_dict(),
+        **evaluate(make_policy(), env_config, config.episodes, config.seed, progress=None),
+    }
     if config.video:
         frames = record_game(make_policy(), env_config, config.seed, config.video_frames)
         result["video"] = str(write_video(frames, out / f"game.{config.video_format}", config.video_fps))
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    low, high = result["mean_lines_95"]
     print(
         f"{about['player']}: {config.episodes} games (seeds {config.seed}-{config.seed + config.episodes - 1}), "
-        f"lines mean {result['mean_lines']:.1f} median {result['median_lines']:.1f} "
-        f"min {result['min_lines']} max {result['max_lines']}, pieces mean {result['mean_pieces']:.0f}, "
-        f"reached the {env_config.max_pieces}-piece cap {result['reached_cap']:.0%}, "
+        f"lines mean {result['mean_lines']:,.1f} (95 % interval {low:,.0f} to {high:,.0f}) "
+        f"median {result['median_lines']:,.1f} "
+        f"min {result['min_lines']:,} max {result['max_lines']:,}, pieces mean {result['mean_pieces']:,.0f}, "
+        f"reached the {env_config.max_pieces:,}-piece cap {result['reached_cap']:.0%}, "
         f"{result['placements_per_s']:,.0f} placements/s\nwritten to {out / 'eval.json'}"
     )
     return result["mean_lines"]

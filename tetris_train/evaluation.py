@@ -1,96 +1,182 @@
 """Evaluation games on fixed seeds, so every agent and player is measured on the very same games.
 
-All games advance in lockstep and the policy chooses for all of them at once: one network call
-per step instead of one per game.
+All games advance in lockstep (:class:`~tetris_train.env.games.Games`) and the policy chooses for all
+of them at once: one network call per step, whatever the number of games.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from .env import EnvConfig, TetrisEnv
+from .env import EnvConfig
+from .env.engine import play_mlp
+from .env.games import Games
 
 # (observations (n, ...), action masks (n, n_actions)) -> actions (n,); or an object whose
-# choose(games) -> actions (n,) reads the games themselves
+# choose(games: Games) -> actions (one per active game) reads what it needs from the games; or
+# whose play(games, placements) -> placements made plays them on in compiled code
 Policy = Any
 
+PROGRESS_EVERY_S = 0.5
+PLAY_STRETCH = 2_000  # placements per game a compiled player makes between progress updates
 
-def evaluate(policy: Policy, env_config: EnvConfig, episodes: int, seed: int) -> dict[str, Any]:
-    """Play ``episodes`` games seeded ``seed, seed + 1, ...``; return their statistics."""
-    config = dataclasses.replace(env_config, render_mode=None)
-    envs = [TetrisEnv(config) for _ in range(episodes)]
-    observations, masks = [], []
-    for i, env in enumerate(envs):
-        obs, info = env.reset(seed=seed + i)
-        observations.append(obs)
-        masks.append(info["action_mask"])
-    results: list[dict[str, Any]] = [{} for _ in envs]
-    active = list(range(episodes))
+
+def evaluate(
+    policy: Policy, env_config: EnvConfig, episodes: int, seed: int, progress: Optional[bool] = False
+) -> dict[str, Any]:
+    """Play ``episodes`` games seeded ``seed, seed + 1, ...`` to their end (or ``env_config.max_pieces``);
+    return their statistics. ``progress``: a progress bar (``None``: only on a terminal)."""
+    games = Games(dataclasses.replace(env_config, render_mode=None), [seed + i for i in range(episodes)])
+    play = getattr(policy, "play", None)
     steps = 0
     start = time.perf_counter()
-    while active:
-        actions = choose_actions(
-            policy, [envs[i] for i in active], [observations[i] for i in active], [masks[i] for i in active]
-        )
-        still_active = []
-        for i, action in zip(active, actions):
-            obs, _, terminated, truncated, info = envs[i].step(int(action))
-            steps += 1
-            if terminated or truncated:
-                results[i] = {
-                    "lines": info["total_lines"],
-                    "pieces": info["pieces"],
-                    "score": info["score"],
-                    "capped": bool(truncated),
-                }
+    with _Progress(games, progress) as bar:
+        while len(games.active):
+            if play is not None:  # compiled: every game on by a stretch, between progress updates
+                steps += play(games, PLAY_STRETCH)
             else:
-                observations[i], masks[i] = obs, info["action_mask"]
-                still_active.append(i)
-        active = still_active
+                steps += len(games.active)
+                games.step(choose_actions(policy, games))
+            bar.update(steps)
     elapsed = time.perf_counter() - start
+    results = games.results()
     lines = [r["lines"] for r in results]
+    low, high = mean_interval(lines)
     return {
         "episodes": episodes,
         "seed": seed,
         "mean_lines": float(np.mean(lines)),
+        "mean_lines_95": [low, high],
         "median_lines": float(np.median(lines)),
         "min_lines": int(np.min(lines)),
         "max_lines": int(np.max(lines)),
         "mean_pieces": float(np.mean([r["pieces"] for r in results])),
         "mean_score": float(np.mean([r["score"] for r in results])),
+        "max_pieces": env_config.max_pieces,
         "reached_cap": float(np.mean([r["capped"] for r in results])),
+        "placements": steps,
         "placements_per_s": steps / max(elapsed, 1e-9),
         "lines": lines,
+        "pieces": [r["pieces"] for r in results],
     }
 
 
-def choose_actions(policy: Policy, games: list[TetrisEnv], observations: list[np.ndarray], masks: list[np.ndarray]):
-    """The policy's actions in these games: from the batched observations and masks, or, for a
-    player that reads the games themselves (its ``choose``), from the games."""
+def mean_interval(values: list[float]) -> tuple[float, float]:
+    """A 95 % interval of the mean: mean ± 1.96 standard errors (the normal approximation; game
+    lengths are heavy-tailed, so with few games it is a rough guide). One value: the value itself."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean
+    half = 1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def choose_actions(policy: Policy, games: Games) -> np.ndarray:
+    """The policy's actions in the active games: from the games themselves for a player with
+    ``choose``, else from their observations and action masks."""
     choose = getattr(policy, "choose", None)
     if choose is not None:
         return choose(games)
-    return policy(np.stack(observations), np.stack(masks))
+    return policy(games.observations(), games.action_masks())
 
 
-def model_policy(model: Any) -> Policy:
-    """The greedy policy of an SB3 DQN, for a batch of observations.
-
-    The same as ``model.predict(obs, deterministic=True)``, calling the Q-network directly: the
-    per-call checks of ``predict`` cost more than the network itself on these small batches.
+class GreedyPolicy:
+    """The greedy policy of an SB3 DQN: ``model.predict(obs, deterministic=True)``, calling the
+    Q-network directly (the per-call checks of ``predict`` cost more than the network itself here).
+    In games, the afterstate network scores only the distinct placements' rows, every game's in one
+    network call per step.
     """
-    import torch as th
 
-    q_net = model.policy.q_net
+    def __init__(self, model: Any):
+        self.q_net = model.policy.q_net
+        self.rows_only = hasattr(self.q_net, "row_values")  # the afterstate network: one value per row
 
-    def act(observations: np.ndarray, action_masks: np.ndarray) -> np.ndarray:
-        q_net.set_training_mode(False)
+    def __call__(self, observations: np.ndarray, action_masks: Optional[np.ndarray] = None) -> np.ndarray:
+        import torch as th
+
+        self.q_net.set_training_mode(False)
         with th.no_grad():
-            q_values = q_net(th.as_tensor(observations, device=q_net.device))
+            q_values = self.q_net(th.as_tensor(observations, device=self.q_net.device))
         return q_values.argmax(dim=1).cpu().numpy()
 
-    return act
+    def choose(self, games: Games) -> np.ndarray:
+        if not self.rows_only or games.config.observation != "afterstates":
+            return self(games.observations(), games.action_masks())
+        import torch as th
+
+        rows, starts = games.distinct_afterstates()
+        self.q_net.set_training_mode(False)
+        values = self.q_net.row_values(th.as_tensor(rows, device=self.q_net.device))
+        return games.best_actions(values.cpu().numpy(), starts)
+
+
+class CompiledGreedyPolicy(GreedyPolicy):
+    """The greedy policy of an afterstate network that is a plain ReLU MLP on the CPU, playing games
+    on in compiled code (:meth:`play`): float32 like torch, its sums in another order, so only a
+    near tie between two placements can go the other way."""
+
+    def __init__(self, model: Any, layers: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]):
+        super().__init__(model)
+        self.layers = layers
+
+    def play(self, games: Games, placements: int) -> int:
+        """Play every active game on, up to ``placements`` placements each, in one compiled call."""
+        weights, biases = self.layers
+        if games.config.observation != "afterstates" or len(games.feature_names) != weights[0].shape[0]:
+            raise ValueError(
+                f"this network reads afterstate rows of {weights[0].shape[0]} features; these games have "
+                f"observation={games.config.observation}, preview={games.config.preview}, width={games.width}"
+            )
+        return games.play(
+            play_mlp, games.distinct, games.n_distinct, games.feature_scale, weights, biases, placements=placements
+        )
+
+
+def model_policy(model: Any) -> GreedyPolicy:
+    """The greedy policy of an SB3 DQN, for observations or for :class:`Games`: compiled where the
+    network allows it (:meth:`AfterstateQNetwork.mlp_layers`)."""
+    mlp_layers = getattr(model.policy.q_net, "mlp_layers", None)
+    layers = mlp_layers() if mlp_layers is not None else None
+    return CompiledGreedyPolicy(model, layers) if layers is not None else GreedyPolicy(model)
+
+
+class _Progress:
+    """A progress bar over finished games, with placements and their rate; redrawn at most every
+    PROGRESS_EVERY_S seconds, so it costs nothing per step."""
+
+    def __init__(self, games: Games, enabled: Optional[bool]):
+        self.games, self.enabled, self.bar = games, enabled, None
+        self.next_draw = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled is not False:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(self.games.over), unit="game", disable=None if self.enabled is None else False)
+            self.start = time.perf_counter()
+        return self
+
+    def update(self, placements: int) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        if now < self.next_draw and len(self.games.active):
+            return
+        self.next_draw = now + PROGRESS_EVERY_S
+        self.bar.n = int(self.games.over.sum())
+        running = self.games.active
+        self.bar.set_postfix_str(
+            f"{placements:,} placements, {placements / max(now - self.start, 1e-9):,.0f}/s, "
+            f"longest game {int(self.games.pieces[running].max(initial=0)):,} pieces",
+            refresh=False,
+        )
+        self.bar.refresh()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()

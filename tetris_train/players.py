@@ -1,18 +1,20 @@
 """Fixed players that need no training: yardsticks for agents, and the demo.
 
 A player maps a batch of observations and action masks to a batch of actions, like
-:func:`tetris_train.evaluation.model_policy`.
+:func:`tetris_train.evaluation.model_policy`, or reads lockstep games (:class:`Games`) through its
+``choose``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
 
 from .env import TetrisEnv
-from .env.engine import DELLACHERIE_FEATURES
+from .env.engine import DELLACHERIE_FEATURES, dellacherie_choices, play_dellacherie
+from .env.games import Games
 
 # Pierre Dellacherie's hand-set weights (Fahey 2003; Thiery & Scherrer 2009).
 DELLACHERIE_WEIGHTS: Mapping[str, float] = {
@@ -33,6 +35,10 @@ class RandomPlayer:
 
     def __call__(self, observations: np.ndarray, action_masks: np.ndarray) -> np.ndarray:
         return np.array([self._rng.choice(np.flatnonzero(mask)) for mask in action_masks])
+
+    def choose(self, games: Games) -> np.ndarray:
+        """The same choice, from the masks alone (no observation is computed)."""
+        return self(None, games.action_masks())
 
 
 class HeuristicPlayer:
@@ -61,11 +67,13 @@ class HeuristicPlayer:
 
 class DellacheriePlayer:
     """Pierre Dellacherie's one-piece player as published: the six features computed on the board
-    by the published definitions (:meth:`TetrisEnv.dellacherie_features`), his weights, and ties
-    kept by the first placement in rotation-then-column order, as Thiery and Scherrer's code does.
+    by the published definitions (``engine.DELLACHERIE_FEATURES``; :meth:`TetrisEnv.dellacherie_features`
+    shows them), his weights, and ties kept by the first placement in rotation-then-column order,
+    as Thiery and Scherrer's code does.
 
     It reads the games themselves, not the observation (whose features are defined differently):
-    :func:`~tetris_train.evaluation.evaluate` hands it the games through :meth:`choose`.
+    :func:`~tetris_train.evaluation.evaluate` hands it the games, and it plays them on in compiled
+    code (:meth:`play`), or chooses one placement in each (:meth:`choose`).
     """
 
     def __init__(self, weights: Mapping[str, float] = DELLACHERIE_WEIGHTS):
@@ -74,11 +82,13 @@ class DellacheriePlayer:
             raise ValueError(f"unknown feature {unknown[0]!r}; allowed: {', '.join(DELLACHERIE_FEATURES)}")
         self._weights = np.array([weights.get(name, 0.0) for name in DELLACHERIE_FEATURES])
 
-    def choose(self, games: Sequence[TetrisEnv]) -> np.ndarray:
-        """The placement of each game's current piece."""
-        actions = np.empty(len(games), np.int64)
-        for i, game in enumerate(games):
-            scores = game.dellacherie_features() @ self._weights
-            scores[np.isnan(scores) | ~game.action_masks()] = -np.inf  # no room, or a repeated placement
-            actions[i] = int(np.argmax(scores))  # the first best: rotation 0 first, columns left to right
-        return actions
+    def play(self, games: Games, placements: int) -> int:
+        """Play every active game on, up to ``placements`` placements each, in one compiled call."""
+        return games.play(play_dellacherie, games.distinct, games.n_distinct, self._weights, placements=placements)
+
+    def choose(self, games: Games) -> np.ndarray:
+        """The placement of each active game's current piece."""
+        return dellacherie_choices(
+            games.rows, games.heights, games.current, games.active, games.distinct, games.n_distinct, games.height,
+            self._weights,
+        )  # fmt: skip

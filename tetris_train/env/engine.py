@@ -40,6 +40,7 @@ N_BOARD_FEATURES = len(FEATURE_NAMES)
     F_TOP_OUT,
 ) = range(N_BOARD_FEATURES)
 TOPPED_OUT = -1
+SCORE_TABLE = np.array([0, 100, 300, 500, 800], np.int64)  # guideline points for clearing 0-4 lines at once
 
 
 @njit(cache=True, inline="always")
@@ -183,6 +184,36 @@ def _top_out_row(width, board_height, out):
 
 
 @njit(cache=True)
+def _afterstate_row(rows, heights, width, board_height, stack_top, n_filled, piece, a, preview, scale, tmp, out):
+    """Write the scaled features of the board action ``a`` leaves into ``out`` (float32, one row);
+    ``tmp`` holds scratch space: float64 ``(n_features,)``, then the rows and heights of a board."""
+    feats, tmp_rows, tmp_heights = tmp
+    feats[:] = 0.0
+    rot = a // width
+    x = a - rot * width
+    lines, eroded, y, new_top = _drop_and_clear(
+        rows, heights, width, board_height, stack_top, piece, rot, x, tmp_rows, tmp_heights
+    )
+    if lines == TOPPED_OUT:
+        _top_out_row(width, board_height, feats)
+    else:
+        _board_features(tmp_rows, tmp_heights, width, board_height, new_top, n_filled + 4 - width * lines, feats)
+        feats[F_LINES] = lines
+        feats[F_LANDING] = y + PIECE_HEIGHT[piece, rot] / 2.0
+        feats[F_ERODED] = eroded
+    base = N_BOARD_FEATURES + width
+    for i in range(preview.shape[0]):
+        feats[base + N_PIECES * i + preview[i]] = 1.0
+    for f in range(out.shape[0]):
+        out[f] = feats[f] / scale[f]
+
+
+@njit(cache=True)
+def _scratch(width, board_height, n_features):
+    return np.empty(n_features, np.float64), np.empty(board_height, np.int64), np.empty(width, np.int64)
+
+
+@njit(cache=True)
 def afterstate_features(rows, heights, width, board_height, n_filled, piece, canonical, distinct, preview, scale):
     """Features of the board each action would leave, one row per action, scaled by ``scale``.
 
@@ -190,38 +221,71 @@ def afterstate_features(rows, heights, width, board_height, n_filled, piece, can
     piece (the pieces known in the afterstate).
     """
     n_actions = canonical.shape[0]
-    n_features = scale.shape[0]
-    out = np.zeros((n_actions, n_features), np.float64)
+    result = np.empty((n_actions, scale.shape[0]), np.float32)
     stack_top = _stack_top(heights, width)
-    tmp_rows = np.empty(board_height, np.int64)
-    tmp_heights = np.empty(width, np.int64)
+    tmp = _scratch(width, board_height, scale.shape[0])
     for k in range(distinct.shape[0]):
         a = distinct[k]
-        rot = a // width
-        x = a - rot * width
-        row = out[a]
-        lines, eroded, y, new_top = _drop_and_clear(
-            rows, heights, width, board_height, stack_top, piece, rot, x, tmp_rows, tmp_heights
+        _afterstate_row(
+            rows, heights, width, board_height, stack_top, n_filled, piece, a, preview, scale, tmp, result[a]
         )
-        if lines == TOPPED_OUT:
-            _top_out_row(width, board_height, row)
-            continue
-        _board_features(tmp_rows, tmp_heights, width, board_height, new_top, n_filled + 4 - width * lines, row)
-        row[F_LINES] = lines
-        row[F_LANDING] = y + PIECE_HEIGHT[piece, rot] / 2.0
-        row[F_ERODED] = eroded
-    base = N_BOARD_FEATURES + width
     for a in range(n_actions):
         c = canonical[a]
         if c != a:
-            out[a, :base] = out[c, :base]
-        for i in range(preview.shape[0]):
-            out[a, base + N_PIECES * i + preview[i]] = 1.0
-    result = np.empty((n_actions, n_features), np.float32)
-    for a in range(n_actions):
-        for f in range(n_features):
-            result[a, f] = out[a, f] / scale[f]
+            result[a] = result[c]
     return result
+
+
+@njit(cache=True)
+def distinct_afterstates(rows, heights, n_filled, current, preview, games, distinct, n_distinct, board_height, scale):
+    """The afterstate rows of the distinct placements only, of several games at once.
+
+    ``rows``, ``heights``, ``n_filled``, ``current`` and ``preview`` hold every game (first axis);
+    ``games`` picks the ones to describe; ``distinct[p, :n_distinct[p]]`` lists piece ``p``'s
+    distinct actions. Returns the rows, float32 ``(total, n_features)``, game ``games[i]``'s rows
+    from ``starts[i]`` to ``starts[i + 1]`` in the order of its distinct actions, and ``starts``.
+    """
+    width = heights.shape[1]
+    starts = np.empty(games.shape[0] + 1, np.int64)
+    starts[0] = 0
+    for i in range(games.shape[0]):
+        starts[i + 1] = starts[i] + n_distinct[current[games[i]]]
+    out = np.empty((starts[-1], scale.shape[0]), np.float32)
+    tmp = _scratch(width, board_height, scale.shape[0])
+    for i in range(games.shape[0]):
+        g = games[i]
+        piece = current[g]
+        stack_top = _stack_top(heights[g], width)
+        for k in range(n_distinct[piece]):
+            _afterstate_row(
+                rows[g],
+                heights[g],
+                width,
+                board_height,
+                stack_top,
+                n_filled[g],
+                piece,
+                distinct[piece, k],
+                preview[g],
+                scale,
+                tmp,
+                out[starts[i] + k],
+            )
+    return out, starts
+
+
+@njit(cache=True)
+def first_best(values, starts, games, current, distinct):
+    """For each game, the distinct action whose row value is largest (the first of ties: the lowest
+    action), from values laid out as :func:`distinct_afterstates` lays out its rows."""
+    actions = np.empty(games.shape[0], np.int64)
+    for i in range(games.shape[0]):
+        best = starts[i]
+        for j in range(starts[i] + 1, starts[i + 1]):
+            if values[j] > values[best]:
+                best = j
+        actions[i] = distinct[current[games[i]], best - starts[i]]
+    return actions
 
 
 # Pierre Dellacherie's six features as published: Fahey's implementation (2003), formalised by
@@ -279,10 +343,27 @@ def _dellacherie_board(rows, heights, width, board_height, stack_top, out):
 
 
 @njit(cache=True)
+def _dellacherie_row(rows, heights, width, board_height, stack_top, piece, a, tmp_rows, tmp_heights, out):
+    """DELLACHERIE_FEATURES of action ``a``'s placement into ``out``; False (``out`` untouched) if
+    the placement does not fit. Landing height is Fahey's: the middle of the piece's lowest and
+    highest rows, counted from 1 at the floor, before clearing."""
+    rot = a // width
+    x = a - rot * width
+    lines, eroded, y, new_top = _drop_and_clear(
+        rows, heights, width, board_height, stack_top, piece, rot, x, tmp_rows, tmp_heights
+    )
+    if lines == TOPPED_OUT:
+        return False
+    out[0] = y + (PIECE_HEIGHT[piece, rot] + 1) / 2.0
+    out[1] = eroded
+    _dellacherie_board(tmp_rows, tmp_heights, width, board_height, new_top, out)
+    return True
+
+
+@njit(cache=True)
 def dellacherie_features(rows, heights, width, board_height, piece, canonical, distinct):
     """DELLACHERIE_FEATURES of every action's placement (actions of one placement share a row);
-    NaN where the placement does not fit. Landing height is Fahey's: the middle of the piece's
-    lowest and highest rows, counted from 1 at the floor, before clearing."""
+    NaN where the placement does not fit."""
     n_actions = canonical.shape[0]
     out = np.full((n_actions, 6), np.nan)
     stack_top = _stack_top(heights, width)
@@ -290,16 +371,7 @@ def dellacherie_features(rows, heights, width, board_height, piece, canonical, d
     tmp_heights = np.empty(width, np.int64)
     for k in range(distinct.shape[0]):
         a = distinct[k]
-        rot = a // width
-        x = a - rot * width
-        lines, eroded, y, new_top = _drop_and_clear(
-            rows, heights, width, board_height, stack_top, piece, rot, x, tmp_rows, tmp_heights
-        )
-        if lines == TOPPED_OUT:
-            continue
-        out[a, 0] = y + (PIECE_HEIGHT[piece, rot] + 1) / 2.0
-        out[a, 1] = eroded
-        _dellacherie_board(tmp_rows, tmp_heights, width, board_height, new_top, out[a])
+        _dellacherie_row(rows, heights, width, board_height, stack_top, piece, a, tmp_rows, tmp_heights, out[a])
     for a in range(n_actions):
         c = canonical[a]
         if c != a:
@@ -308,8 +380,118 @@ def dellacherie_features(rows, heights, width, board_height, piece, canonical, d
 
 
 @njit(cache=True)
+def _dellacherie_best(
+    rows, heights, width, board_height, piece, distinct, n_distinct, weights, features, tmp_rows, tmp_heights
+):
+    """The distinct placement whose DELLACHERIE_FEATURES score best under ``weights``, the first
+    of ties (the lowest action), as the published player chooses; 0 when none fits."""
+    stack_top = _stack_top(heights, width)
+    best, action = -np.inf, 0
+    for k in range(n_distinct[piece]):
+        a = distinct[piece, k]
+        if not _dellacherie_row(
+            rows, heights, width, board_height, stack_top, piece, a, tmp_rows, tmp_heights, features
+        ):
+            continue
+        score = 0.0
+        for f in range(6):
+            score += weights[f] * features[f]
+        if score > best:
+            best, action = score, a
+    return action
+
+
+@njit(cache=True)
+def dellacherie_choices(rows, heights, current, games, distinct, n_distinct, board_height, weights):
+    """For each of ``games``, the placement :func:`_dellacherie_best` picks (arrays as in
+    :func:`distinct_afterstates`)."""
+    width = heights.shape[1]
+    actions = np.zeros(games.shape[0], np.int64)
+    features = np.empty(6, np.float64)
+    tmp_rows, tmp_heights = np.empty(board_height, np.int64), np.empty(width, np.int64)
+    for i in range(games.shape[0]):
+        g = games[i]
+        actions[i] = _dellacherie_best(
+            rows[g],
+            heights[g],
+            width,
+            board_height,
+            current[g],
+            distinct,
+            n_distinct,
+            weights,
+            features,
+            tmp_rows,
+            tmp_heights,
+        )
+    return actions
+
+
+@njit(cache=True)
+def mlp_values(x, weights, biases):
+    """A ReLU MLP's single output for each input row of ``x`` ``(n, in)``: layer ``l`` maps by
+    ``weights[l]`` (``(in, out)``, C-contiguous) plus ``biases[l]``, ReLU between layers. The
+    products run through BLAS (numba's ``np.dot``, which SciPy provides)."""
+    h = x
+    depth = len(weights)
+    for layer in range(depth):
+        h = np.dot(h, weights[layer])
+        b = biases[layer]
+        last = layer == depth - 1
+        for r in range(h.shape[0]):
+            for j in range(h.shape[1]):
+                v = h[r, j] + b[j]
+                h[r, j] = v if last or v > 0.0 else 0.0
+    return h[:, 0]
+
+
+@njit(cache=True)
+def _mlp_best(
+    rows,
+    heights,
+    width,
+    board_height,
+    n_filled,
+    piece,
+    preview,
+    distinct,
+    n_distinct,
+    scale,
+    weights,
+    biases,
+    buffer,
+    tmp,
+):
+    """The distinct placement whose afterstate row the MLP values most, the first of ties."""
+    stack_top = _stack_top(heights, width)
+    n = n_distinct[piece]
+    for k in range(n):
+        _afterstate_row(
+            rows,
+            heights,
+            width,
+            board_height,
+            stack_top,
+            n_filled,
+            piece,
+            distinct[piece, k],
+            preview,
+            scale,
+            tmp,
+            buffer[k],
+        )
+    values = mlp_values(buffer[:n], weights, biases)
+    best = 0
+    for k in range(1, n):
+        if values[k] > values[best]:
+            best = k
+    return distinct[piece, best]
+
+
+@njit(cache=True)
 def place(rows, heights, colors, width, board_height, piece, rot, x):
-    """Drop a piece for real: update rows, heights and the colour board in place.
+    """Drop a piece for real: update rows, heights and the colour board in place (an empty
+    ``colors``, shape ``(0, 0)``, keeps none).
 
     Returns the number of lines cleared, or TOPPED_OUT (board unchanged) if the piece does not fit.
     """
@@ -317,7 +499,8 @@ def place(rows, heights, colors, width, board_height, piece, rot, x):
     y = _landing_row(heights, piece, rot, x)
     if y + PIECE_HEIGHT[piece, rot] > board_height:
         return TOPPED_OUT
-    for dy in range(PIECE_HEIGHT[piece, rot]):
+    painted = colors.shape[0] > 0
+    for dy in range(PIECE_HEIGHT[piece, rot] if painted else 0):
         m = ROW_MASK[piece, rot, dy]
         for j in range(PIECE_WIDTH[piece, rot]):
             if (m >> j) & 1:
@@ -330,7 +513,7 @@ def place(rows, heights, colors, width, board_height, piece, rot, x):
     rows[:new_top] = new_rows[:new_top]
     rows[new_top:] = 0
     heights[:] = new_heights
-    if lines:
+    if lines and painted:
         dst = 0
         for src in range(board_height):
             keep = False
@@ -344,6 +527,260 @@ def place(rows, heights, colors, width, board_height, piece, rot, x):
                 dst += 1
         colors[dst:, :] = 0
     return lines
+
+
+@njit(cache=True, inline="always")
+def _advance(
+    g,
+    a,
+    rows,
+    heights,
+    colors,
+    n_filled,
+    current,
+    preview,
+    queue,
+    queue_pos,
+    rotation,
+    column,
+    max_pieces,
+    pieces,
+    total_lines,
+    score,
+    over,
+    capped,
+):
+    """Game ``g`` places its current piece by action ``a``, by the rules of ``TetrisEnv.step``:
+    the next piece comes from the preview and the preview's last from ``queue[g, queue_pos[g]]``
+    (the pieces dealt ahead). A placement that does not fit ends the game (``over``); reaching
+    ``max_pieces`` ends it too (``over`` and ``capped``). ``colors``: that game's cells, or an
+    empty ``(0, 0)`` array."""
+    board_height, width = rows.shape[1], heights.shape[1]
+    piece = current[g]
+    lines = place(rows[g], heights[g], colors, width, board_height, piece, rotation[piece, a], column[piece, a])
+    if lines == TOPPED_OUT:
+        over[g] = True
+        return
+    pieces[g] += 1
+    total_lines[g] += lines
+    score[g] += SCORE_TABLE[lines]
+    n_filled[g] += 4 - width * lines
+    upcoming = queue[g, queue_pos[g]]
+    queue_pos[g] += 1
+    n_preview = preview.shape[1]
+    if n_preview == 0:
+        current[g] = upcoming
+    else:
+        current[g] = preview[g, 0]
+        for j in range(n_preview - 1):
+            preview[g, j] = preview[g, j + 1]
+        preview[g, n_preview - 1] = upcoming
+    if pieces[g] >= max_pieces:
+        over[g] = True
+        capped[g] = True
+
+
+@njit(cache=True)
+def step_games(
+    rows,
+    heights,
+    colors,
+    n_filled,
+    current,
+    preview,
+    queue,
+    queue_pos,
+    rotation,
+    column,
+    max_pieces,
+    pieces,
+    total_lines,
+    score,
+    over,
+    capped,
+    games,
+    actions,
+):
+    """One placement in each of ``games``, ``actions[i]`` for ``games[i]`` (see :func:`_advance`).
+    ``colors`` is ``(n_games, height, width)``, or ``(0, 0, 0)`` to keep no colours."""
+    no_colors = np.zeros((0, 0), colors.dtype)
+    for i in range(games.shape[0]):
+        g = games[i]
+        cells = colors[g] if colors.shape[0] > 0 else no_colors
+        _advance(
+            g,
+            actions[i],
+            rows,
+            heights,
+            cells,
+            n_filled,
+            current,
+            preview,
+            queue,
+            queue_pos,
+            rotation,
+            column,
+            max_pieces,
+            pieces,
+            total_lines,
+            score,
+            over,
+            capped,
+        )
+
+
+@njit(cache=True)
+def play_dellacherie(
+    rows,
+    heights,
+    colors,
+    n_filled,
+    current,
+    preview,
+    queue,
+    queue_pos,
+    rotation,
+    column,
+    max_pieces,
+    pieces,
+    total_lines,
+    score,
+    over,
+    capped,
+    games,
+    budget,
+    distinct,
+    n_distinct,
+    weights,
+):
+    """Each of ``games`` plays on with Dellacherie's choices (:func:`_dellacherie_best`) until it
+    ends or has made ``budget[i]`` placements; returns the placements made."""
+    board_height, width = rows.shape[1], heights.shape[1]
+    features = np.empty(6, np.float64)
+    tmp_rows, tmp_heights = np.empty(board_height, np.int64), np.empty(width, np.int64)
+    no_colors = np.zeros((0, 0), colors.dtype)
+    placed = 0
+    for i in range(games.shape[0]):
+        g = games[i]
+        cells = colors[g] if colors.shape[0] > 0 else no_colors
+        for _ in range(budget[i]):
+            if over[g]:
+                break
+            a = _dellacherie_best(
+                rows[g],
+                heights[g],
+                width,
+                board_height,
+                current[g],
+                distinct,
+                n_distinct,
+                weights,
+                features,
+                tmp_rows,
+                tmp_heights,
+            )
+            _advance(
+                g,
+                a,
+                rows,
+                heights,
+                cells,
+                n_filled,
+                current,
+                preview,
+                queue,
+                queue_pos,
+                rotation,
+                column,
+                max_pieces,
+                pieces,
+                total_lines,
+                score,
+                over,
+                capped,
+            )
+            placed += 1
+    return placed
+
+
+@njit(cache=True)
+def play_mlp(
+    rows,
+    heights,
+    colors,
+    n_filled,
+    current,
+    preview,
+    queue,
+    queue_pos,
+    rotation,
+    column,
+    max_pieces,
+    pieces,
+    total_lines,
+    score,
+    over,
+    capped,
+    games,
+    budget,
+    distinct,
+    n_distinct,
+    scale,
+    weights,
+    biases,
+):
+    """Each of ``games`` plays on greedily by an afterstate MLP (:func:`mlp_values` of each distinct
+    placement's observation row) until it ends or has made ``budget[i]`` placements; returns the
+    placements made."""
+    board_height, width = rows.shape[1], heights.shape[1]
+    buffer = np.empty((distinct.shape[1], scale.shape[0]), np.float32)
+    tmp = _scratch(width, board_height, scale.shape[0])
+    no_colors = np.zeros((0, 0), colors.dtype)
+    placed = 0
+    for i in range(games.shape[0]):
+        g = games[i]
+        cells = colors[g] if colors.shape[0] > 0 else no_colors
+        for _ in range(budget[i]):
+            if over[g]:
+                break
+            a = _mlp_best(
+                rows[g],
+                heights[g],
+                width,
+                board_height,
+                n_filled[g],
+                current[g],
+                preview[g],
+                distinct,
+                n_distinct,
+                scale,
+                weights,
+                biases,
+                buffer,
+                tmp,
+            )
+            _advance(
+                g,
+                a,
+                rows,
+                heights,
+                cells,
+                n_filled,
+                current,
+                preview,
+                queue,
+                queue_pos,
+                rotation,
+                column,
+                max_pieces,
+                pieces,
+                total_lines,
+                score,
+                over,
+                capped,
+            )
+            placed += 1
+    return placed
 
 
 def rows_from_colors(colors: np.ndarray) -> np.ndarray:

@@ -77,6 +77,20 @@ COLUMN_TOP: np.ndarray = TABLES["top"]
 ROW_MASK: np.ndarray = TABLES["mask"]
 
 
+UNIFORM_BLOCK = 64  # pieces one draw of the uniform randomizer deals
+
+
+def deal(rng: np.random.Generator, randomizer: str) -> list[int]:
+    """The next pieces of a game, in order: a shuffled bag of the seven (``bag``), or
+    ``UNIFORM_BLOCK`` pieces drawn independently and uniformly (``uniform``).
+
+    Every game deals its pieces through this, so a seed means the same pieces wherever it is played.
+    """
+    if randomizer == "bag":
+        return [int(p) for p in rng.permutation(N_PIECES)]
+    return [int(p) for p in rng.integers(N_PIECES, size=UNIFORM_BLOCK)]
+
+
 def placement_tables(board_width: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Map every action of ``Discrete(4 * board_width)`` to a legal placement.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .pieces import PIECE_COLORS, PIECE_NAMES
@@ -16,6 +18,13 @@ def board_to_text(board: np.ndarray) -> str:
     symbols = np.array(["."] + list(PIECE_NAMES))
     body = "\n".join("|" + "".join(symbols[row]) + "|" for row in board)
     return body + "\n+" + "-" * board.shape[1] + "+"
+
+
+def game_to_text(board: np.ndarray, current: int, preview: Sequence[int], pieces: int, lines: int, score: int) -> str:
+    """A game as text: a line with its pieces and counters, then the board."""
+    upcoming = " ".join(PIECE_NAMES[p] for p in preview)
+    header = f"piece {PIECE_NAMES[current]}  next {upcoming or '-'}  pieces {pieces}  lines {lines}  score {score}\n"
+    return header + board_to_text(board) + "\n"
 
 
 def board_to_rgb(board: np.ndarray, cell: int = 16) -> np.ndarray:

@@ -12,10 +12,10 @@ from gymnasium import spaces
 
 from . import engine
 from .config import EnvConfig
-from .pieces import MAX_ROTATIONS, N_PIECES, PIECE_NAMES, placement_tables
-from .render import board_to_rgb, board_to_text
+from .pieces import MAX_ROTATIONS, N_PIECES, PIECE_NAMES, deal, placement_tables
+from .render import board_to_rgb, game_to_text
 
-SCORE_TABLE = (0, 100, 300, 500, 800)  # points for clearing 0-4 lines at once
+SCORE_TABLE: tuple[int, ...] = tuple(int(points) for points in engine.SCORE_TABLE)  # for clearing 0-4 lines
 
 
 class TetrisEnv(gym.Env):
@@ -62,7 +62,6 @@ class TetrisEnv(gym.Env):
             self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
 
         self._line_rewards = tuple(config.line_rewards)
-        self._uniform = config.randomizer == "uniform"
         self._colors = np.zeros((self.height, self.width), np.uint8)  # row 0 at the floor
         self._rows = np.zeros(self.height, np.int64)
         self._heights = np.zeros(self.width, np.int64)
@@ -122,12 +121,9 @@ class TetrisEnv(gym.Env):
 
     def render(self) -> Optional[str | np.ndarray]:
         if self.render_mode == "ansi":
-            upcoming = " ".join(PIECE_NAMES[p] for p in self._preview)
-            header = (
-                f"piece {PIECE_NAMES[self._current]}  next {upcoming or '-'}  "
-                f"pieces {self._pieces}  lines {self._total_lines}  score {self._score}\n"
+            return game_to_text(
+                self.board_colors, self._current, self._preview, self._pieces, self._total_lines, self._score
             )
-            return header + board_to_text(self.board_colors) + "\n"
         if self.render_mode == "rgb_array":
             return board_to_rgb(self.board_colors)
         return None
@@ -210,10 +206,8 @@ class TetrisEnv(gym.Env):
     # -- internals -----------------------------------------------------------------------------
 
     def _draw(self) -> int:
-        if self._uniform:
-            return int(self.np_random.integers(N_PIECES))
         if self._bag_pos == len(self._bag):
-            self._bag = [int(p) for p in self.np_random.permutation(N_PIECES)]
+            self._bag = deal(self.np_random, self.config.randomizer)
             self._bag_pos = 0
         piece = self._bag[self._bag_pos]
         self._bag_pos += 1
