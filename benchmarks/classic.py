@@ -52,7 +52,7 @@ def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_piece
             {
                 "name": f"agent {run.name} (best at {metadata['num_timesteps']:,} steps)",
                 **result,
-                "minutes": summary.get("wall_time", float("nan")) / 60,
+                "minutes": summary.get("wall_seconds", float("nan")) / 60,
                 "timesteps": summary.get("timesteps"),
             }
         )
@@ -61,7 +61,7 @@ def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_piece
         config = EnvConfig(height=height, randomizer="uniform", preview=0, max_pieces=max_pieces)
     rows.append({"name": "Dellacherie (published player)", **evaluate(DellacheriePlayer(), config, episodes, seed)})
     rows.append({"name": "random placements", **evaluate(RandomPlayer(seed), config, episodes, seed)})
-    return rows
+    return [{**row, "width": config.width, "height": config.height} for row in rows]
 
 
 def print_table(rows: list[dict], episodes: int, seed: int, max_pieces: int, board: str) -> None:
@@ -112,7 +112,7 @@ def main() -> None:
         print(f"trained {len(args.seeds)} seeds in {(time.time() - start) / 60:.1f} minutes", flush=True)
         runs = [args.out / f"seed_{seed}" for seed in args.seeds]
     rows = evaluate_all(runs, args.env, args.episodes, args.eval_seed, args.max_pieces)
-    board = "10 x 10" if args.env == "classic_small" else "10 x 20"
+    board = f"{rows[-1]['width']} x {rows[-1]['height']}"  # the runs' own game
     print_table(rows, args.episodes, args.eval_seed, args.max_pieces, board)
 
 

@@ -1,6 +1,7 @@
 """The afterstate policy, its training step, and evaluation against the fixed players."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, Tr
 from tetris_train.afterstate import AfterstateDQN, AfterstateReplayBuffer
 from tetris_train.env import TetrisEnv, engine, make_env
 from tetris_train.evaluation import CompiledGreedyPolicy, GreedyPolicy, evaluate, model_policy
-from tetris_train.players import HeuristicPlayer, RandomPlayer
+from tetris_train.players import DELLACHERIE_WEIGHTS, HeuristicPlayer, RandomPlayer
 
 
 def trained_agent(steps=300, **agent) -> TetrisAgent:
@@ -237,16 +238,38 @@ def test_lockstep_evaluation_equals_playing_each_game_alone():
     assert together["lines"] == alone
 
 
+def heuristic_weighted(agent: TetrisAgent) -> TetrisAgent:
+    """The agent's network set to play like the observation-weighted heuristic, so that its games
+    last: the first hidden units pass the (non-negative) features on, the output weighs them as the
+    heuristic does, and the other units, random, add a little so that no two placements tie."""
+    env = TetrisEnv(agent.config.env)
+    n = len(env.feature_names)
+    weights = np.zeros(n, np.float32)
+    for name, weight in DELLACHERIE_WEIGHTS.items():
+        weights[env.feature_names.index(name)] = weight * env.feature_scale[env.feature_names.index(name)]
+    weights[env.feature_names.index("top_out")] = -1000.0
+    first, second, out = [m for m in agent.model.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in (first, second, out):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.1)
+            layer.bias.zero_()
+        first.weight[:n, :n] = second.weight[:n, :n] = torch.eye(n)
+        first.weight[:n, n:] = second.weight[:n, n:] = second.weight[n:, :n] = 0.0
+        out.weight[0, :n] = torch.as_tensor(weights)
+    return agent
+
+
 @pytest.mark.parametrize("randomizer", ["bag", "uniform"])
 def test_compiled_play_plays_the_games_of_the_network_calls(randomizer):
-    agent = trained_agent()
+    agent = heuristic_weighted(trained_agent())
     compiled = model_policy(agent.model)
     assert isinstance(compiled, CompiledGreedyPolicy)
     stepped = GreedyPolicy(agent.model)  # torch, one network call per step
-    config = EnvConfig(randomizer=randomizer, max_pieces=300)
-    fast, slow = evaluate(compiled, config, 6, 3), evaluate(stepped, config, 6, 3)
+    config = EnvConfig(randomizer=randomizer, max_pieces=1_500)
+    fast, slow = evaluate(compiled, config, 4, 3), evaluate(stepped, config, 4, 3)
     assert fast["lines"] == slow["lines"] and fast["pieces"] == slow["pieces"]
-    assert sum(fast["pieces"]) > 6 * 10  # every game went on for a while
+    assert min(fast["pieces"]) > 300, fast["pieces"]  # long games: thousands of choices compared
 
 
 def test_the_compiled_network_values_rows_as_torch_does():
@@ -258,11 +281,15 @@ def test_the_compiled_network_values_rows_as_torch_does():
     torch.testing.assert_close(torch.as_tensor(compiled), q_net.row_values(rows), rtol=1e-5, atol=1e-5)
 
 
-def test_only_a_plain_cpu_network_is_compiled():
-    agent = trained_agent()
-    agent.model.q_net.q_net[1] = torch.nn.Tanh()  # not the ReLU MLP the compiled play computes
-    assert agent.model.q_net.mlp_layers() is None
-    assert type(model_policy(agent.model)) is GreedyPolicy
+def test_only_a_plain_relu_network_is_compiled():
+    q_net = trained_agent().model.q_net
+    without_bias = torch.nn.Linear(q_net.q_net[2].in_features, q_net.q_net[2].out_features, bias=False)
+    q_net.q_net[2] = without_bias  # a layer without bias is a zero bias
+    weights, biases = q_net.mlp_layers()
+    assert not biases[1].any() and biases[1].shape == (without_bias.out_features,)
+    q_net.q_net[1] = torch.nn.Tanh()  # not the ReLU MLP the compiled play computes
+    assert q_net.mlp_layers() is None
+    assert type(model_policy(SimpleNamespace(policy=SimpleNamespace(q_net=q_net)))) is GreedyPolicy
 
 
 def test_model_policy_is_the_greedy_predict():

@@ -117,3 +117,15 @@ def test_evaluate_plays_the_classic_small_game(tmp_path):
     report = json.loads(found[0].read_text())
     assert report["env"]["randomizer"] == "uniform" and report["env"]["height"] == 10
     assert report["episodes"] == 2 and report["mean_lines"] > 0
+
+
+def test_uniform_pieces_dealt_in_blocks_are_the_pieces_of_one_draw_each():
+    from gymnasium.utils import seeding
+
+    from tetris_train.env.pieces import UNIFORM_BLOCK, deal
+
+    blocks, single = seeding.np_random(5)[0], seeding.np_random(5)[0]
+    dealt = [p for _ in range(3) for p in deal(blocks, "uniform")]
+    assert len(dealt) == 3 * UNIFORM_BLOCK
+    assert dealt == [int(single.integers(7)) for _ in dealt]
+    assert blocks.bit_generator.state == single.bit_generator.state

@@ -132,4 +132,27 @@ def test_compiled_play_plays_the_games_of_step_by_step_choices():
     played = evaluate(DellacheriePlayer(), config, episodes=5, seed=40)
     stepped = evaluate(OneStepAtATime(DellacheriePlayer()), config, episodes=5, seed=40)
     assert played["lines"] == stepped["lines"] and played["pieces"] == stepped["pieces"]
-    assert played["placements"] == sum(played["pieces"]) + 5 - int(played["reached_cap"] * 5)
+    assert played["placements"] == sum(played["pieces"]) == sum(stepped["pieces"])
+
+
+def test_compiled_play_follows_the_env_past_the_dealt_pieces_to_the_cap():
+    from tetris_train.env.games import QUEUE
+    from tetris_train.evaluation import PLAY_STRETCH
+
+    config = EnvConfig(randomizer="uniform", preview=2, max_pieces=2 * QUEUE + 100)
+    games = Games(config, [8], colors=True)
+    while len(games.active):
+        DellacheriePlayer().play(games, PLAY_STRETCH)
+    env = TetrisEnv(config)
+    env.reset(seed=8)
+    weights = np.array([DELLACHERIE_WEIGHTS[name] for name in DELLACHERIE_FEATURES])
+    truncated = terminated = False
+    while not (terminated or truncated):
+        scores = env.dellacherie_features() @ weights
+        scores[np.isnan(scores) | ~env.action_masks()] = -np.inf
+        _, _, terminated, truncated, _ = env.step(int(np.argmax(scores)))
+    state = env.get_state()
+    assert truncated and games.capped[0] and games.pieces[0] == state["pieces"] == config.max_pieces
+    assert games.lines[0] == state["total_lines"] and games.score[0] == state["score"]
+    np.testing.assert_array_equal(games.colors[0, ::-1], state["board"])
+    assert games.current[0] == PIECE_NAMES.index(env.current_piece)

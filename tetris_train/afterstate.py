@@ -88,21 +88,24 @@ class AfterstateQNetwork(QNetwork):
 
     @th.no_grad()
     def mlp_layers(self) -> Optional[tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]]:
-        """This network as float32 arrays for compiled play (``engine.play_mlp``): the weights
+        """This network as float32 CPU arrays for compiled play (``engine.play_mlp``): the weights
         ``(in, out)`` and biases of its Linear layers, when it is Linear layers with ReLU between
-        them, on the CPU, behind the plain extractor; None otherwise. A copy of the weights now."""
+        them and one output, behind the plain extractor; None otherwise. A copy of the weights now."""
         linear, relus = list(self.q_net)[0::2], list(self.q_net)[1::2]
         plain = (
-            self.device.type == "cpu"
-            and type(self.features_extractor) is AfterstateExtractor
+            type(self.features_extractor) is AfterstateExtractor
             and all(type(m) is nn.Linear for m in linear)
             and all(type(m) is nn.ReLU for m in relus)
             and len(relus) == len(linear) - 1
+            and linear[-1].out_features == 1
         )
         if not plain:
             return None
-        weights = tuple(np.ascontiguousarray(m.weight.detach().T.numpy(), np.float32) for m in linear)
-        biases = tuple(np.ascontiguousarray(m.bias.detach().numpy(), np.float32) for m in linear)
+        weights = tuple(np.ascontiguousarray(m.weight.detach().cpu().T.numpy(), np.float32) for m in linear)
+        biases = tuple(
+            np.zeros(m.out_features, np.float32) if m.bias is None else m.bias.detach().cpu().numpy().astype(np.float32)
+            for m in linear
+        )
         return weights, biases
 
     @th.no_grad()

@@ -119,7 +119,7 @@ class EvalCallback(BoundaryCallback):
         if self.history and self.history[-1]["timesteps"] == steps:
             return self.history[-1]
         result = evaluate(model_policy(model), self.env_config, self.episodes, self.seed)
-        entry = {"timesteps": steps, **{k: v for k, v in result.items() if k != "lines"}}
+        entry = {"timesteps": steps, **{k: v for k, v in result.items() if k not in ("lines", "pieces")}}
         for key in ("mean_lines", "median_lines", "min_lines", "max_lines", "mean_pieces", "reached_cap"):
             model.logger.record(f"eval/{key}", result[key])
         best = self.best

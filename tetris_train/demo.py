@@ -9,7 +9,7 @@ from typing import Optional
 
 from .env import EnvConfig
 from .env.games import Games
-from .evaluation import choose_actions
+from .evaluation import advance
 from .players import DellacheriePlayer, RandomPlayer
 
 
@@ -19,7 +19,7 @@ def play(player: str = "heuristic", pieces: int = 500, seed: int = 0) -> dict:
     agent = DellacheriePlayer() if player == "heuristic" else RandomPlayer(seed)
     start = time.perf_counter()
     while len(games.active):
-        games.step(choose_actions(agent, games))
+        advance(agent, games, pieces)
     elapsed = time.perf_counter() - start
     result = games.results()[0]
     return {**result, "terminated": not result["capped"], "seconds": elapsed, "board": games.render(0, "ansi")}

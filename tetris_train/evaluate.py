@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from .cli import bad_input_exits, run_app
 from .env import EnvConfig
 from .env.games import Games
-from .evaluation import Policy, choose_actions, evaluate
+from .evaluation import PLAY_STRETCH, Policy, advance, evaluate
 from .validation import check, is_int, is_number
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,14 @@ def record_game(policy: Policy, env_config: EnvConfig, seed: int, max_frames: in
     """RGB frames of one game, at most ``max_frames`` (the start of the game, then the last board)."""
     games = Games(env_config, [seed], colors=True)
     frames = [games.render(0, "rgb_array")]
-    while len(games.active):
-        games.step(choose_actions(policy, games))
-        if len(frames) < max_frames - 1 or not len(games.active):
-            frames.append(games.render(0, "rgb_array"))
-    return frames[: max_frames - 1] + frames[-1:] if len(frames) > max_frames else frames
+    while len(games.active) and len(frames) < max_frames - 1:
+        advance(policy, games)
+        frames.append(games.render(0, "rgb_array"))
+    if len(games.active):  # the rest of the game unseen, at full speed, for its last board
+        while len(games.active):
+            advance(policy, games, PLAY_STRETCH)
+        frames.append(games.render(0, "rgb_array"))
+    return frames
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
@@ -142,7 +145,7 @@ def replay(policy: Policy, env_config: EnvConfig, seed: int, pieces: int, delay:
     """Play one game in the terminal, redrawing the board after each piece."""
     games = Games(dataclasses.replace(env_config, max_pieces=min(pieces, env_config.max_pieces)), [seed], colors=True)
     while len(games.active):
-        games.step(choose_actions(policy, games))
+        advance(policy, games)
         sys.stdout.write("\x1b[H\x1b[2J" + games.render(0, "ansi"))
         sys.stdout.flush()
         time.sleep(delay)

@@ -31,19 +31,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Play ``episodes`` games seeded ``seed, seed + 1, ...`` to their end (or ``env_config.max_pieces``);
     return their statistics. ``progress``: a progress bar (``None``: only on a terminal)."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes}: evaluation needs at least one game")
     games = Games(dataclasses.replace(env_config, render_mode=None), [seed + i for i in range(episodes)])
-    play = getattr(policy, "play", None)
-    steps = 0
     start = time.perf_counter()
     with _Progress(games, progress) as bar:
         while len(games.active):
-            if play is not None:  # compiled: every game on by a stretch, between progress updates
-                steps += play(games, PLAY_STRETCH)
-            else:
-                steps += len(games.active)
-                games.step(choose_actions(policy, games))
-            bar.update(steps)
+            advance(policy, games, PLAY_STRETCH)
+            bar.update()
     elapsed = time.perf_counter() - start
+    placements = int(games.pieces.sum())  # the pieces placed (a game's last, failed placement not counted)
     results = games.results()
     lines = [r["lines"] for r in results]
     low, high = mean_interval(lines)
@@ -59,8 +56,8 @@ def evaluate(
         "mean_score": float(np.mean([r["score"] for r in results])),
         "max_pieces": env_config.max_pieces,
         "reached_cap": float(np.mean([r["capped"] for r in results])),
-        "placements": steps,
-        "placements_per_s": steps / max(elapsed, 1e-9),
+        "placements": placements,
+        "placements_per_s": placements / max(elapsed, 1e-9),
         "lines": lines,
         "pieces": [r["pieces"] for r in results],
     }
@@ -74,6 +71,16 @@ def mean_interval(values: list[float]) -> tuple[float, float]:
         return mean, mean
     half = 1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
     return mean - half, mean + half
+
+
+def advance(policy: Policy, games: Games, placements: int = 1) -> None:
+    """Move the active games on by the policy: up to ``placements`` placements each for a player
+    that plays in compiled code (its ``play``), one for any other."""
+    play = getattr(policy, "play", None)
+    if play is not None:
+        play(games, placements)
+    else:
+        games.step(choose_actions(policy, games))
 
 
 def choose_actions(policy: Policy, games: Games) -> np.ndarray:
@@ -161,13 +168,14 @@ class _Progress:
             self.start = time.perf_counter()
         return self
 
-    def update(self, placements: int) -> None:
+    def update(self) -> None:
         if self.bar is None:
             return
         now = time.perf_counter()
         if now < self.next_draw and len(self.games.active):
             return
         self.next_draw = now + PROGRESS_EVERY_S
+        placements = int(self.games.pieces.sum())
         self.bar.n = int(self.games.over.sum())
         running = self.games.active
         self.bar.set_postfix_str(

@@ -58,7 +58,7 @@ class Games:
         self.capped = np.zeros(n, bool)
 
         self._rngs = [seeding.np_random(int(seed))[0] for seed in seeds]
-        self._queue = np.zeros((n, QUEUE + max(N_PIECES, UNIFORM_BLOCK)), np.int64)
+        self._queue = np.zeros((n, QUEUE + config.preview + max(N_PIECES, UNIFORM_BLOCK)), np.int64)
         self._queue_pos = np.zeros(n, np.int64)
         self._queue_end = np.zeros(n, np.int64)
         self.active = np.arange(n, dtype=np.int64)
@@ -98,6 +98,8 @@ class Games:
     def observations(self) -> np.ndarray:
         """The active games' observations, as ``TetrisEnv`` would return them."""
         if self.config.observation == "afterstates":
+            if not len(self.active):
+                return np.zeros((0, self.n_actions, len(self.feature_names)), np.float32)
             canonical = self.rotation * self.width + self.column
             return np.stack(
                 [
@@ -141,7 +143,10 @@ class Games:
     def best_actions(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Each active game's action of highest value, from values of :meth:`distinct_afterstates`'s
         rows; the first of ties, the lowest action, as an argmax over the whole observation gives."""
-        return engine.first_best(np.asarray(values), starts, self.active, self.current, self.distinct)
+        values = np.asarray(values)
+        if values.shape != (starts[-1],):
+            raise ValueError(f"expected {starts[-1]} values (one per row of distinct_afterstates), got {values.shape}")
+        return engine.first_best(values, starts, self.active, self.current, self.distinct)
 
     def results(self) -> list[dict]:
         """Each game's lines, pieces, score, and whether it ended at ``max_pieces``."""
@@ -177,7 +182,7 @@ class Games:
         """Deal each game's next pieces until QUEUE are waiting, keeping the ones not yet used."""
         for g in games:
             waiting = list(self._queue[g, self._queue_pos[g] : self._queue_end[g]])
-            while len(waiting) < QUEUE:
+            while len(waiting) < QUEUE + self.config.preview:
                 waiting += deal(self._rngs[g], self.config.randomizer)
             self._queue[g, : len(waiting)] = waiting
             self._queue_pos[g], self._queue_end[g] = 0, len(waiting)
