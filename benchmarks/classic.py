@@ -75,7 +75,7 @@ def print_table(rows: list[dict], episodes: int, seed: int, max_pieces: int, boa
     for r in rows:
         low, high = r["mean_lines_95"]
         print(
-            f"{r['name'][:44]:44} {r['mean_lines']:>11,.1f} {f'{low:,.0f} to {high:,.0f}':>21} "
+            f"{r['name'][:44]:44} {r['mean_lines']:>11,.1f} {f'{max(low, 0):,.0f} to {high:,.0f}':>21} "
             f"{r['median_lines']:>9,.0f} {r['reached_cap']:>7.0%} {r['mean_lines'] / dellacherie['mean_lines']:>14.2f}"
         )
     agents = [r for r in rows if r["name"].startswith("agent")]
