@@ -36,6 +36,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import time
 import warnings
 import zipfile
@@ -679,6 +680,9 @@ class Checkpoint:
             raise CheckpointError(f"{file} does not fit this config's replay buffer: {_one_line(error)}") from None
 
 
+_HEADER_LOCK = threading.Lock()
+
+
 def _read_npy_into(data: bytes, target: np.ndarray, file: Path) -> None:
     """Decompress a chunk's .npy straight into ``target`` (a contiguous slice of the buffer), after
     checking that its header describes exactly that slice; never an object array."""
@@ -688,7 +692,8 @@ def _read_npy_into(data: bytes, target: np.ndarray, file: Path) -> None:
         with _zstd().ZstdDecompressor().stream_reader(data) as stream:
             version = npy.read_magic(stream)
             header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-            shape, fortran, dtype = header(stream)
+            with _HEADER_LOCK:  # numpy parses it with ast, which is not thread-safe before CPython 3.12.1
+                shape, fortran, dtype = header(stream)
             if dtype.hasobject or fortran or dtype != target.dtype or tuple(shape) != target.shape:
                 raise CheckpointError(f"{file}: {dtype}{list(shape)}, expected {target.dtype}{list(target.shape)}")
             view, done = memoryview(target).cast("B"), 0
