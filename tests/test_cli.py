@@ -71,6 +71,14 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         ("resume=nowhere", ["resume=nowhere", "no such file"]),
         ("hydra.job.chdirr=true", ["hydra.job.chdirr=true", "no such key in Hydra's settings"]),
         ("-m agent.gamma=interval(0.9,0.99)", ["INTERVAL_SWEEP", "hparams_search=dqn_optuna"]),
+        ("agent.buffer_size=100", ["agent.buffer_size=100", "at least batch_size (128)"]),
+        (
+            "agent.exploration_initial_eps=0.5 agent.exploration_final_eps=0.9",
+            ["agent.exploration_final_eps=0.9", "at most exploration_initial_eps"],
+        ),
+        ("agent.net_arch=[64,", ["agent.net_arch=[64,", "cannot parse"]),
+        ("agent.gamma=2.0 --cfg job", ["agent.gamma=2.0", "0 < gamma <= 1"]),
+        ("resume=nowhere agent.gamma=0.9", ["resume=nowhere", "no such file"]),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):
@@ -81,6 +89,35 @@ def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say
     for words in must_say:
         assert words in lines[0]
     assert "Traceback" not in result.stderr
+    if not override.startswith("-m"):  # refused before anything is written
+        assert not (tmp_path / "outputs").exists()
+
+
+def test_help_says_what_each_key_does_and_names_the_other_commands(tmp_path):
+    result = run_cli(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    for words in (
+        "agent.gamma=0.95",
+        "discount factor",
+        "env.randomizer=bag",
+        "schedule.max_timesteps=500000",
+        "schedule: default*, smoke",
+        "python -m tetris_train.evaluate",
+        "python -m tetris_train.report",
+        "python -m tetris_train.demo",
+    ):
+        assert words in result.stdout, words
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_missing_plugin_names_the_extra_to_install():
+    from hydra.errors import MissingConfigException
+
+    from tetris_train.cli import describe_error
+
+    error = MissingConfigException("missing", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
+    message = describe_error(error)
+    assert message.startswith("hydra/sweeper=optuna: no such option") and "tetris-train[sweep]" in message
 
 
 def test_target_lines_stops_the_run_and_says_why(tmp_path):
@@ -154,16 +191,59 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
 
 
-def test_resume_refuses_to_change_the_agent(tmp_path):
+def test_resume_takes_the_runs_own_overrides_and_refuses_real_changes(tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    command = [*SMOKE, "agent.learning_starts=100", "env=small"]
+    assert run_cli(tmp_path, *command, "schedule.max_timesteps=600", f"hydra.run.dir={run}").returncode == 0
+    # the same command recalled, with resume= and a longer schedule added
+    result = run_cli(tmp_path, *command, "schedule.max_timesteps=800", f"resume={run}", f"hydra.run.dir={resumed}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((resumed / "summary.json").read_text())["timesteps"] == 800
+
+    for change, says in (
+        (["agent.learning_rate=0.5"], "the checkpoint has agent.learning_rate=0.001, this command agent.learning_rate=0.5"),
+        (["env=default"], "the checkpoint has env.height=12, this command env.height=20"),
+        ([], "this run is finished, trained to 800 steps"),
+    ):
+        result = run_cli(tmp_path, f"resume={resumed}", "schedule.max_timesteps=800", *change)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert "schedule.max_timesteps=<a number above 800>" in result.stderr
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run folder
+
+
+def test_a_sweep_names_its_folder_at_the_end(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(tmp_path, "-m", *SMOKE, "schedule.max_timesteps=600", "seed=0", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    assert f"sweep folder: {sweep}" in result.stdout + result.stderr
+    assert f"python -m tetris_train.report {sweep}" in result.stdout + result.stderr
+
+
+def test_a_second_sigint_stops_at_once_without_a_traceback(tmp_path):
     run = tmp_path / "run"
-    assert (
-        run_cli(
-            tmp_path, *SMOKE, "schedule.max_timesteps=600", "agent.learning_starts=100", f"hydra.run.dir={run}"
-        ).returncode
-        == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tetris_train", *SMOKE, "schedule.max_timesteps=1000000", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    result = run_cli(tmp_path, f"resume={run}", "agent.learning_rate=0.5")
-    assert result.returncode == 2 and "schedule.<key>=value and agent.device=value" in result.stderr
+    try:
+        wait_for(lambda: (run / "checkpoints" / "step_0000001000").is_dir(), timeout=120)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "resume with" in stdout + stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "error" not in summary
+    assert not list(run.glob("**/.*tmp-*"))
+    result = run_cli(tmp_path, f"resume={run}", "schedule.max_timesteps=3000", f"hydra.run.dir={tmp_path / 'more'}")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.slow

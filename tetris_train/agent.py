@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import gymnasium as gym
 import numpy as np
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -22,6 +22,7 @@ from .afterstate import POLICY_CLASSES, AfterstateDQN
 from .checkpoints import Checkpoint, CheckpointError, PathLike, ReplayFiles, timestamp, write_checkpoint
 from .config import TrainingConfig
 from .env import TetrisEnv
+from .progress import ProgressBarCallback
 from .versions import package_versions
 
 _MONITOR_FIELDS = ("rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps")
@@ -92,16 +93,17 @@ class TetrisAgent:
             callbacks.append(callback)
         elif callback is not None:
             callbacks += list(callback)
-        bar = ProgressBarCallback() if progress_bar else None
+        bar = ProgressBarCallback(self.model.num_timesteps + total_timesteps) if progress_bar else None
         if bar is not None:
             callbacks.append(bar)
         self._learning_from = (self.model.num_timesteps, self._total_timesteps_trained)
         try:
             self.model.learn(total_timesteps, callback=callbacks, log_interval=log_interval, reset_num_timesteps=False)
         except StopTraining:
-            if bar is not None:
-                bar.on_training_end()
+            pass
         finally:
+            if bar is not None:
+                bar.close()
             self._total_timesteps_trained = self.timesteps_trained
             self._learning_from = None
         return self

@@ -208,11 +208,11 @@ def write_checkpoint(
         (tmp / METADATA_FILE).write_text(json.dumps(full_metadata, indent=2) + "\n")
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if replay_files is not None:
             replay_files.forget()
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_naming(error, path)
     if replay_files is not None and buffer is not None:
         replay_files.buffer_id, replay_files.steps = id(buffer), steps
         replay_files.pos, replay_files.full = int(buffer.pos), bool(buffer.full)
@@ -355,9 +355,9 @@ def link_checkpoint(source: PathLike, path: PathLike, **metadata: Any) -> Path:
         (tmp / METADATA_FILE).write_text(json.dumps(merged, indent=2) + "\n")
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_naming(error, path)
     return path
 
 
@@ -846,12 +846,23 @@ def _zstd() -> Any:
     return zstandard
 
 
+def _raise_naming(error: BaseException, path: Path) -> None:
+    """Raise ``error`` again; an OSError (a full disk, a read-only folder) names the checkpoint, not
+    the temporary folder it was written in."""
+    if isinstance(error, OSError) and not isinstance(error, CheckpointError):
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    raise error
+
+
 def _fresh_tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as error:
+        _raise_naming(error, path)
     return tmp
 
 

@@ -15,19 +15,44 @@ from .validation import ConfigError
 
 EXIT_BAD_INPUT = 2
 EXIT_JOBS_FAILED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
+# options that Hydra's sweeper and launcher plugins add (pyproject.toml's sweep extra)
+PLUGIN_OPTIONS = ("optuna", "joblib", "submitit_local", "submitit_slurm")
 GROUPS: dict[str, Any] = {"agent": AgentConfig, "env": EnvConfig, "schedule": ScheduleConfig}
 
 
-def run_app(app: Callable[[], Any], schema: Any = TrainingConfig) -> None:
-    """Run a ``@hydra.main`` app; a config that cannot be composed ends with one line and exit status 2."""
+def run_app(
+    app: Callable[[], Any],
+    schema: Any = TrainingConfig,
+    config_name: str = "config",
+    check: Optional[Callable[[Any, list[str]], None]] = None,
+    usage: Optional[Callable[[], str]] = None,
+) -> None:
+    """Run a ``@hydra.main`` app; a config that cannot be composed ends with one line and exit status 2.
+
+    With ``check`` (called with the composed config and the command line's overrides), a single
+    run's config (``--cfg`` included) is composed and checked first: bad input is refused before
+    Hydra writes a run folder and before the training stack loads. ``usage`` is the ``--help`` text.
+    """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    if usage is not None and ({"--help", "-h"} & set(sys.argv[1:])):
+        print(usage())
+        return
     try:
+        if check is not None:
+            check_first(config_name, check, schema)
         app()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training set its own handler
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except JobFailed as error:  # a multirun re-raises its first failed job's error once every job ran
-        print(f"error: {error}", file=sys.stderr)
+        from .sweeps import SweepFolderCallback
+
+        where = f" (sweep folder: {SweepFolderCallback.folder})" if SweepFolderCallback.folder else ""
+        print(f"error: {error}{where}", file=sys.stderr)
         sys.exit(EXIT_JOBS_FAILED)
     except ValueError as error:
         if str(error) != "Record does not exist.":  # optuna's study.best_trial when no trial completed
@@ -42,11 +67,43 @@ def run_app(app: Callable[[], Any], schema: Any = TrainingConfig) -> None:
         sys.exit(EXIT_BAD_INPUT)
 
 
+def check_first(config_name: str, check: Callable[[Any, list[str]], None], schema: Any) -> None:
+    """Compose the command line's config as Hydra will and ``check`` it; nothing for a multirun
+    (each job is checked and fails alone), ``--help`` and the like, or arguments Hydra itself refuses."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in sys.argv[1:]:
+        return
+    try:
+        args = get_args_parser().parse_args(sys.argv[1:])
+    except SystemExit:
+        return  # Hydra prints its own usage message
+    if any(
+        (args.help, args.hydra_help, args.info, args.shell_completion, args.multirun, args.experimental_rerun)
+    ) or any((args.config_path, args.config_dir, args.config_name)):
+        return
+    overrides = list(args.overrides)
+    with bad_input_exits(overrides, schema):
+        with initialize_config_module("tetris_train.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        check(cfg, [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))])  # as the job's
+
+
 class BadInputExit(SystemExit):
     """Exit status 2 for bad input, carrying the one-line ``message`` already printed."""
 
     def __init__(self, message: str):
         super().__init__(EXIT_BAD_INPUT)
+        self.message = message
+
+
+class RunFailed(SystemExit):
+    """Exit status 1 for a run stopped by a failure outside the program (a full disk, a read-only
+    folder), carrying the one-line ``message`` already printed."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_JOBS_FAILED)
         self.message = message
 
 
@@ -86,10 +143,17 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
         )
     if isinstance(error, ConfigError):
         prefix = {"AgentConfig": "agent.", "EnvConfig": "env.", "ScheduleConfig": "schedule."}.get(error.owner, "")
-        return f"{prefix}{error.field}={error.value!r} is invalid: expected {error.allowed}"
+        typed = given_value(f"{prefix}{error.field}", overrides)
+        value = typed if typed is not None else repr(error.value)
+        return f"{prefix}{error.field}={value} is invalid: expected {error.allowed}"
+    if isinstance(error, OverrideParseException):
+        return unparsable_override(overrides) or " ".join(str(error).split())
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, name = str(error.missing_cfg_file).rpartition("/")
-        return f"{group}={name}: no such option; available: {', '.join(sorted(error.options))}"
+        message = f"{group}={name}: no such option; available: {', '.join(sorted(error.options))}"
+        if group in ("hydra/sweeper", "hydra/launcher") and name in PLUGIN_OPTIONS:
+            message += f"; {name} is a Hydra plugin of the sweep extra: pip install 'tetris-train[sweep]'"
+        return message
     from .checkpoints import CheckpointError
 
     if isinstance(error, (ResumeError, CheckpointError, FileNotFoundError, MemoryError)):
@@ -110,6 +174,24 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
         return f"{key}: {str(getattr(cause, 'msg', cause)).splitlines()[0]}"
     if isinstance(error, (OverrideParseException, ConfigCompositionException, OmegaConfBaseException)):
         return " ".join(str(error).split())
+    return None
+
+
+def unparsable_override(overrides: Sequence[str]) -> Optional[str]:
+    """The first override Hydra's grammar refuses, with the parser's reason, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException as error:
+            reason = str(error).split(" See https://")[0].strip()
+            return (
+                f"{override}: cannot parse the value ({reason}); lists are written [a,b], and a value with "
+                f"spaces or brackets is quoted: key='...'"
+            )
     return None
 
 
@@ -146,3 +228,110 @@ def expected_type(full_key: str, schema: Any = TrainingConfig) -> Optional[str]:
         return names[str(kind)]
     kind = str(kind).replace("Optional[", "null or ").rstrip("]") if str(kind).startswith("Optional[") else str(kind)
     return " ".join(names.get(word, word) for word in kind.split(" "))
+
+
+# -- help -----------------------------------------------------------------------------------------
+
+COMMANDS = (
+    ("python -m tetris_train [key=value ...]", "train; a run folder under outputs/runs/"),
+    ("python -m tetris_train -m key=a,b ...", "a sweep: one job per combination, under outputs/sweeps/"),
+    ("python -m tetris_train.evaluate checkpoint=<run>", "play a trained agent (or player=heuristic) on fixed games"),
+    ("python -m tetris_train.report <sweep folder>", "tables and plots of a sweep"),
+    ("python -m tetris_train.demo [player=heuristic]", "watch a game in the terminal"),
+)
+
+
+def field_docs(klass: Any) -> dict[str, str]:
+    """What each field of a config dataclass means, from the ``Attributes:`` section of its docstring."""
+    docs: dict[str, str] = {}
+    lines = (klass.__doc__ or "").splitlines()
+    inside, name = False, None
+    for line in lines:
+        text = line.strip()
+        if text == "Attributes:":
+            inside = True
+        elif inside and text:
+            head, sep, rest = text.partition(": ")
+            if sep and head.isidentifier():
+                name = head
+                docs[name] = rest
+            elif name:
+                docs[name] += " " + text
+    return docs
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group under ``conf/``."""
+    from importlib.resources import files
+
+    folder = files("tetris_train.conf") / group
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def show_default(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def key_lines(klass: Any, prefix: str) -> list[str]:
+    """``prefix.key=default  meaning`` for each field of ``klass`` that is not itself a group."""
+    docs = field_docs(klass)
+    lines = []
+    for f in dataclasses.fields(klass):
+        if f.name in GROUPS:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            continue
+        lines.append(f"  {prefix}{f.name}={show_default(default)}".ljust(40) + f" {docs.get(f.name, '')}")
+    return lines
+
+
+GROUP_TITLES = {
+    "agent": "the DQN's hyperparameters",
+    "env": "the game",
+    "schedule": "training length, checkpoints, evaluation, logging",
+    "hparams_search": "a search's sweeper, with -m (needs the sweep extra)",
+}
+
+
+def default_options(config_name: str) -> dict[str, Any]:
+    """The option each group takes by default: the defaults list of ``conf/<config_name>.yaml``."""
+    from importlib.resources import files
+
+    import yaml
+
+    defaults = yaml.safe_load((files("tetris_train.conf") / f"{config_name}.yaml").read_text()).get("defaults", [])
+    return {k: v for item in defaults if isinstance(item, dict) for k, v in item.items()}
+
+
+def usage_text(
+    title: str, command: str, schema: Any, groups: Sequence[str], config_name: str, notes: Sequence[str] = ()
+) -> str:
+    """``--help`` of a command: what it does, the other commands, its groups and every key with its
+    default and meaning (from the config dataclasses' docstrings)."""
+    out = [title, "", f"usage: {command}", "", "commands (each takes --help):"]
+    out += [f"  {c}".ljust(52) + f" {what}" for c, what in COMMANDS]
+    chosen = default_options(config_name)
+    out += ["", "groups (group=option; * marks the default):"]
+    for g in groups:
+        options = ", ".join(f"{o}*" if o == chosen.get(g) else o for o in group_options(g))
+        out.append(f"  {g}: {options}".ljust(40) + f" {GROUP_TITLES.get(g, '')}")
+    out += ["", "keys (key=value, shown with their defaults):"]
+    out += key_lines(schema, "")
+    for group in groups:
+        klass = GROUPS.get(group)
+        if klass is not None:
+            out += ["", f"{group}: {GROUP_TITLES[group]}"] + key_lines(klass, f"{group}.")
+    out += ["", *notes] if notes else []
+    out += [
+        "",
+        "Hydra: --cfg job prints the composed config (checked) and stops; -m runs a sweep;",
+        "--hydra-help lists Hydra's own options (launchers, sweepers, output folders).",
+    ]
+    return "\n".join(out)

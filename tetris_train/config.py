@@ -26,6 +26,27 @@ class AgentConfig:
     learn"); ``agent=seed`` restores the seed plan's set: MlpPolicy, learning_rate 1e-4, batch 64,
     gamma 0.99, exploration 0.2 to 0.05, learning_starts 10,000, net_arch (256, 256), buffer 100,000,
     plain DQN targets (no double_q).
+
+    Attributes:
+        policy: afterstate (score each placement's afterstate with one network) or MlpPolicy (SB3's).
+        learning_rate: Adam's step size at the start.
+        learning_rate_end: step size reached linearly at the last step; null keeps it constant.
+        buffer_size: transitions the replay buffer holds.
+        batch_size: transitions per gradient step.
+        gamma: discount factor of future rewards.
+        exploration_fraction: share of training over which epsilon falls to its final value.
+        exploration_initial_eps: chance of a random placement at the start.
+        exploration_final_eps: chance of a random placement after the decay.
+        target_update_interval: steps between target network updates.
+        train_freq: environment steps between gradient updates.
+        gradient_steps: gradient steps per update.
+        learning_starts: steps of play before the first update.
+        net_arch: hidden layer sizes of the Q-network.
+        tau: soft update weight of the target network (1: copy).
+        double_q: Double DQN targets (the online network picks, the target network scores).
+        max_grad_norm: gradient norm clipping.
+        device: auto, cpu, cuda or cuda:N.
+        torch_threads: CPU threads torch may use.
     """
 
     policy: str = "afterstate"
@@ -93,11 +114,38 @@ class AgentConfig:
             "device",
             "auto, cpu, cuda or cuda:N",
         )
+        # across fields
+        _check(
+            self.buffer_size >= self.batch_size,
+            "buffer_size",
+            f"at least batch_size ({self.batch_size}): a batch is drawn from the buffer",
+        )
+        _check(
+            self.exploration_final_eps <= self.exploration_initial_eps,
+            "exploration_final_eps",
+            f"at most exploration_initial_eps ({self.exploration_initial_eps}): exploration decays",
+        )
 
 
 @dataclass
 class ScheduleConfig:
-    """How long to train and what to do along the way: checkpoints, evaluation, logging, stopping."""
+    """How long to train and what to do along the way: checkpoints, evaluation, logging, stopping.
+
+    Attributes:
+        max_timesteps: environment steps (placements) to train in all, a resumed run's included.
+        target_lines: stop early once the mean lines of the last target_window training games reach it; null: never.
+        target_window: games averaged for target_lines.
+        checkpoint_dir: the run folder's checkpoints folder.
+        checkpoint_freq: steps between periodic checkpoints.
+        keep_last: periodic checkpoints kept (final and best are kept as well).
+        eval_freq: steps between greedy evaluations; 0: only at the end.
+        eval_episodes: games per evaluation.
+        eval_seed: seed of the first evaluation game (the same games every time).
+        eval_max_pieces: cap on an evaluation game's pieces, so evaluation cost stays bounded; null: the env's cap.
+        log_interval: steps between rows of metrics.csv.
+        tensorboard: write TensorBoard event files.
+        progress_bar: show a progress bar; null: when the output is a terminal.
+    """
 
     max_timesteps: int = 500_000
     target_lines: Optional[int] = None
@@ -157,8 +205,13 @@ _FLAT_NAMES = {f.name: "agent" for f in fields(AgentConfig)} | {
 
 @dataclass
 class TrainingConfig:
-    """Everything a training run needs. ``resume`` names a run or checkpoint folder to continue from;
-    ``rerun`` names the run folder whose config this one repeats."""
+    """Everything a training run needs.
+
+    Attributes:
+        seed: seeds the agent, the environment and exploration.
+        resume: a run or checkpoint folder to continue training from.
+        rerun: a run folder whose config this run repeats (with another seed=, say).
+    """
 
     agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)

@@ -8,8 +8,10 @@ is allowed, and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -17,10 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import BadInputExit, JobFailed, ResumeError, bad_input_exits, run_app
+from .cli import EXIT_INTERRUPTED, BadInputExit, JobFailed, ResumeError, RunFailed, bad_input_exits, run_app
 from .config import TrainingConfig, register_configs
 
-EXIT_INTERRUPTED = 130
+# what a full disk, a quota or a read-only folder raise: the run stops with one line, not a traceback
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 log = logging.getLogger(__name__)
 # optuna 2.10 (pinned with the Optuna sweeper, see README "Sweeps") warns about SQLAlchemy 2 on import
@@ -44,6 +47,8 @@ def train_app(cfg: DictConfig) -> float:
 
         write_failure(run_dir, error.message)
         raise JobFailed(f"job {run_dir.name}: {error.message}") from None
+    except RunFailed as error:
+        raise JobFailed(f"job {run_dir.name}: {error.message}") from None
     except Exception as error:
         log.exception("job %s failed", run_dir.name)
         raise JobFailed(f"job {run_dir.name} failed: {type(error).__name__}: {error} (see {run_dir})") from error
@@ -52,7 +57,7 @@ def train_app(cfg: DictConfig) -> float:
 def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
     from .checkpoints import CheckpointError
     from .replay import check_memory
-    from .run_folder import find_continuation
+    from .run_folder import find_continuation, resume_hint
     from .train import run_training
 
     with bad_input_exits(overrides):
@@ -66,7 +71,17 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
         log.info("%s holds this run, unfinished: continuing from %s", run_dir, continuation.checkpoint)
         config = dataclasses.replace(config, resume=str(continuation.checkpoint))
     with bad_input_exits(overrides, kinds=(CheckpointError,)):  # a checkpoint that is whole but unreadable
-        result = run_training(config, run_dir)
+        try:
+            result = run_training(config, run_dir)
+        except OSError as error:
+            if error.errno not in WRITE_ERRORS:
+                raise
+            message = (
+                f"cannot write {error.filename or run_dir}: {error.strerror}; the run stopped, "
+                f"its earlier checkpoints are intact ({resume_hint(run_dir)})"
+            )
+            print(f"error: {message}", file=sys.stderr)
+            raise RunFailed(message) from None
     if result.status == "interrupted":
         raise SystemExit(EXIT_INTERRUPTED)
     return result.objective
@@ -89,9 +104,27 @@ def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
     return OmegaConf.to_object(cfg)
 
 
+def check_training(cfg: DictConfig, overrides: list[str]) -> None:
+    """The checks of :func:`build_config`, run before Hydra writes anything."""
+    build_config(cfg, overrides)
+
+
 def main() -> None:
     """Console entry point: train, turning bad input into one line and exit status 2."""
-    run_app(train_app)
+    run_app(train_app, check=check_training, usage=usage)
+
+
+def usage() -> str:
+    from .cli import usage_text
+
+    return usage_text(
+        "tetris-train: train a Stable-Baselines3 DQN agent to play Tetris.",
+        "python -m tetris_train [group=option ...] [key=value ...]",
+        TrainingConfig,
+        ("agent", "env", "schedule", "hparams_search"),
+        "config",
+        ("resume=<run folder> continues a run; rerun=<run folder> seed=N repeats its config.",),
+    )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,44 @@ CONTINUABLE_DIFFERENCES = (*RESUME_CHANGEABLE, "resume", "rerun")
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace a run folder's file in one step: readers see the old text or the new, never a part."""
+    """Replace a run folder's file in one step: readers see the old text or the new, never a part.
+    A write that fails (a full disk, say) leaves the old file and no temporary file, and names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json``. Where the disk has no room for a second copy, the file is overwritten
+    in place (within the space it already holds), so that a run failing for a full disk says so."""
+    path = Path(run_dir) / SUMMARY_FILE
+    text = json.dumps(summary, indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except OSError:
+        if not path.is_file():
+            raise
+        with open(path, "r+b") as f:
+            f.write(text.encode())
+            f.truncate()
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files and folders that killed or failed processes left in ``folder``
+    (``.<name>.tmp-PID``, ``.<name>.del-PID``), this process's own excepted."""
+    for leftover in [*folder.glob(".*.tmp-*"), *folder.glob(".*.del-*")]:
+        if leftover.name.endswith(f"-{os.getpid()}"):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 # -- checkpoints in a run folder ------------------------------------------------------------------
@@ -156,9 +190,14 @@ class CheckpointStore:
             doomed = path.with_name(f".{path.name}.del-{os.getpid()}")
             os.rename(path, doomed)  # hidden at once: a kill while deleting leaves nothing listed
             shutil.rmtree(doomed)
-        for leftover in [*self.folder.glob(".*.tmp-*"), *self.folder.glob(".*.del-*")]:  # from killed processes
-            if not leftover.name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(leftover, ignore_errors=True)
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        """What killed or failed processes left behind in the run folder and its checkpoints folder."""
+        remove_leftovers(self.run_dir)
+        if not self.folder.is_dir():
+            return
+        remove_leftovers(self.folder)
         for swapped in self.folder.glob(".*.old-*"):  # from a process killed while replacing
             name = swapped.name[1:].rpartition(".old-")[0]
             if (self.folder / name).exists():
@@ -170,25 +209,49 @@ class CheckpointStore:
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
     """The config of ``resume=<checkpoint or run folder>``: the checkpoint's, with the command
-    line's ``schedule.*`` (and ``agent.device``) overrides on top."""
+    line's ``schedule`` (and ``agent.device``) overrides on top. Other overrides may only repeat
+    the checkpoint's values (a command recalled from history, with ``resume=`` added)."""
     from omegaconf import OmegaConf
 
     if not str(cfg.resume).strip():
         raise ResumeError("resume= is empty: expected a run folder or checkpoint folder")
     checkpoint = resolve_checkpoint(cfg.resume)
-    merged = OmegaConf.merge(OmegaConf.structured(TrainingConfig), read_metadata(checkpoint)["config"])
+    metadata = read_metadata(checkpoint)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainingConfig), metadata["config"])
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key == "resume":
             continue
-        if not key.startswith(RESUME_CHANGEABLE):
+        given = OmegaConf.select(cfg, key)
+        if key == "schedule" or key.startswith(RESUME_CHANGEABLE):
+            OmegaConf.update(merged, key, given, merge=False)
+            continue
+        kept = OmegaConf.select(merged, key)
+        plain = [OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (kept, given)]
+        changes = [change for change in diff(*plain, prefix=f"{key}.") if not change[0].startswith(RESUME_CHANGEABLE)]
+        if changes:
+            name, old, new = changes[0]
             raise ResumeError(
-                f"{override}: a resumed run keeps its checkpoint's config; only single keys "
-                f"schedule.<key>=value and agent.device=value can change on resume"
+                f"{override}: the checkpoint has {name}={old!r}, this command {name}={new!r}; a resumed run keeps "
+                f"its checkpoint's config except schedule.* and agent.device (start a new run to change the rest)"
             )
-        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
     merged.resume = str(checkpoint.resolve())
-    return OmegaConf.to_object(merged)
+    config: TrainingConfig = OmegaConf.to_object(merged)
+    trained = int(metadata["num_timesteps"])
+    if trained >= config.schedule.max_timesteps:
+        raise ResumeError(
+            f"resume={cfg.resume}: this run is finished, trained to {trained:,} steps "
+            f"(schedule.max_timesteps={config.schedule.max_timesteps}); to train it longer, "
+            f"add schedule.max_timesteps=<a number above {trained}>"
+        )
+    if metadata.get("stop_reason") == "target_lines" and config.schedule.target_lines == metadata["config"].get(
+        "schedule", {}
+    ).get("target_lines"):
+        raise ResumeError(
+            f"resume={cfg.resume}: this run is finished, it reached schedule.target_lines="
+            f"{config.schedule.target_lines}; to train it further, add schedule.target_lines=null or a higher target"
+        )
+    return config
 
 
 @dataclass
@@ -349,7 +412,7 @@ def write_failure(run_dir: Path, message: str) -> None:
     if (run_dir / SUMMARY_FILE).exists():
         return  # another run's summary (a folder refused for holding another config) stays as it is
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / SUMMARY_FILE, json.dumps({"status": "failed", "error": message}, indent=2) + "\n")
+    write_summary(run_dir, {"status": "failed", "error": message})
 
 
 def process_alive(summary: dict[str, Any]) -> bool:

@@ -73,6 +73,19 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("job_folder", job_folder)
 
 
+class SweepFolderCallback(Callback):
+    """A Hydra callback that names the sweep folder when a multirun ends, with the report command."""
+
+    folder: Optional[str] = None  # the current multirun's, for a message when the sweep fails
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepFolderCallback.folder = str(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = config.hydra.sweep.dir
+        log.info("sweep folder: %s (tables and plots: python -m tetris_train.report %s)", folder, folder)
+
+
 class ResumeOptunaStudy(Callback):
     """A Hydra callback that makes an Optuna search with a stored study resumable.
 

@@ -3,7 +3,6 @@ final evaluation, learning curve, summary. Everything it writes goes into ``run_
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -28,13 +27,13 @@ from .run_folder import (
     EVALUATIONS_FILE,
     FINAL,
     METRICS_FILE,
-    SUMMARY_FILE,
     CheckpointStore,
     adopt_best,
     carry_over_history,
     resume_hint,
     trim_history,
     write_atomic,
+    write_summary,
 )
 from .snapshot import write_snapshot
 from .stopping import StopControl, stop_on_signals
@@ -59,6 +58,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
     write_snapshot(run_dir)
     store = CheckpointStore(run_dir, schedule.checkpoint_dir, schedule.keep_last)
+    store.remove_leftovers()
 
     started = time.perf_counter()
     summary: dict[str, Any] = {
@@ -69,7 +69,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_summary(run_dir, summary)
     summary["status"] = "failed"  # until it finishes or stops
     agent: Optional[TetrisAgent] = None
     env = make_env(config.env)()
@@ -155,6 +155,10 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
                 schedule.eval_episodes,
             )
         plot_learning_curve(run_dir / METRICS_FILE, history_file, run_dir / "learning_curve.png")
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the newest checkpoint resumes
+        summary.update(status="interrupted", stop_reason="aborted", objective=None)
+        log.warning("aborted; %s", resume_hint(run_dir))
+        raise
     except BaseException as error:
         summary.update(error=f"{type(error).__name__}: {error}")
         raise
@@ -162,7 +166,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         summary.update(
             wall_seconds=round(time.perf_counter() - started, 3), ended=time.time(), versions=package_versions()
         )
-        write_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        write_summary(run_dir, summary)
         logger = getattr(agent.model, "_logger", None) if agent is not None else None
         if logger is not None:
             logger.close()

@@ -22,6 +22,18 @@ class EnvConfig:
     ends the game with reward ``-game_over_penalty``. ``randomizer``: ``bag`` deals the seven pieces
     in a shuffled bag of seven (the modern game), ``uniform`` draws each piece independently and
     uniformly (the game of the research literature, with ``preview: 0``).
+
+    Attributes:
+        width: board columns.
+        height: board rows.
+        preview: upcoming pieces the agent sees (0: the current piece only).
+        randomizer: bag (7-bag, the modern game) or uniform (independent draws, the literature's).
+        max_pieces: pieces after which a game stops (truncated).
+        observation: afterstates (features of each placement's result) or board (the grid).
+        piece_reward: reward per placed piece.
+        line_rewards: reward for clearing 0, 1, 2, 3 and 4 lines at once.
+        game_over_penalty: subtracted when a piece does not fit.
+        render_mode: null, ansi or rgb_array.
     """
 
     width: int = 10
