@@ -23,6 +23,16 @@ def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Completed
     )
 
 
+def start_cli(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tetris_train", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_smoke_run_writes_the_run_folder(tmp_path):
     result = run_cli(tmp_path, *SMOKE, "agent.learning_rate=3e-4")
     assert result.returncode == 0, result.stderr
@@ -149,20 +159,8 @@ def wait_for(predicate, timeout: float) -> None:
 
 def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
     run, resumed = tmp_path / "run", tmp_path / "resumed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tetris_train",
-            *SMOKE,
-            "schedule.max_timesteps=1000000",
-            "schedule.log_interval=100",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_cli(
+        tmp_path, *SMOKE, "schedule.max_timesteps=1000000", "schedule.log_interval=100", f"hydra.run.dir={run}"
     )
     try:
         metrics = run / "metrics.csv"
@@ -201,7 +199,10 @@ def test_resume_takes_the_runs_own_overrides_and_refuses_real_changes(tmp_path):
     assert json.loads((resumed / "summary.json").read_text())["timesteps"] == 800
 
     for change, says in (
-        (["agent.learning_rate=0.5"], "the checkpoint has agent.learning_rate=0.001, this command agent.learning_rate=0.5"),
+        (
+            ["agent.learning_rate=0.5"],
+            "the checkpoint has agent.learning_rate=0.001, this command agent.learning_rate=0.5",
+        ),
         (["env=default"], "the checkpoint has env.height=12, this command env.height=20"),
         ([], "this run is finished, trained to 800 steps"),
     ):
@@ -222,13 +223,7 @@ def test_a_sweep_names_its_folder_at_the_end(tmp_path):
 
 def test_a_second_sigint_stops_at_once_without_a_traceback(tmp_path):
     run = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tetris_train", *SMOKE, "schedule.max_timesteps=1000000", f"hydra.run.dir={run}"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(tmp_path, *SMOKE, "schedule.max_timesteps=1000000", f"hydra.run.dir={run}")
     try:
         wait_for(lambda: (run / "checkpoints" / "step_0000001000").is_dir(), timeout=120)
         process.send_signal(signal.SIGINT)
