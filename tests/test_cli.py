@@ -276,3 +276,12 @@ def test_installed_package_runs_from_any_folder(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert list((work / "outputs" / "runs").glob("*/*/summary.json"))
+
+
+def test_every_console_script_names_a_function():
+    from importlib.metadata import distribution
+
+    scripts = {e.name: e for e in distribution("tetris-train").entry_points if e.group == "console_scripts"}
+    assert {"tetris-train", "tetris-train-evaluate", "tetris-train-report", "tetris-train-demo"} <= set(scripts)
+    for entry in scripts.values():
+        assert callable(entry.load()), entry.value
