@@ -183,6 +183,8 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["timesteps"] == target
     assert summary["resumed_from"] == str(checkpoint.resolve())
+    assert summary["wall_seconds_total"] > summary["wall_seconds"]  # the first stretch counts too
+    assert 0 < summary["steps_per_s_total"]
     steps = [int(r["time/total_timesteps"]) for r in csv.DictReader(open(resumed / "metrics.csv"))]
     assert steps[0] == 100 and steps == sorted(steps) and steps[-1] == target  # history carried over
     # the original run folder is left as it was

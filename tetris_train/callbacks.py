@@ -79,6 +79,11 @@ class MetricsCallback(BoundaryCallback):
             values = recent_episodes(model, key, self.window)
             if values:
                 model.logger.record(f"rollout/ep_{name}_mean", float(np.mean(values)))
+        # the training state, known at any step: a row with no gradient step since the previous one
+        # (the final evaluation of a run resumed at its final checkpoint) carries it too
+        model.logger.record("train/n_updates", model._n_updates, exclude="tensorboard")
+        model.logger.record("train/learning_rate", model.policy.optimizer.param_groups[0]["lr"])
+        model.logger.record("rollout/exploration_rate", model.exploration_rate)
         model.dump_logs()
 
 

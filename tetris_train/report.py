@@ -1,10 +1,10 @@
-"""``python -m tetris_train.report <sweep folder>``: tables of a sweep's configurations and jobs, best first.
+"""``tetris-train-report <sweep folder>``: tables of a sweep's configurations and jobs, best first.
 
 Jobs whose overrides differ only by ``seed`` form one configuration, reported as mean ± std over its
 seeds. Prints the tables and writes ``report.csv`` (one row per job), ``report_configs.csv`` (one row
 per configuration), ``report.md`` (both tables) and ``learning_curves.png`` (evaluation lines against
-timesteps, one curve per configuration). Works on a sweep that is still running or partly failed:
-a job is reported with what its folder holds so far.
+timesteps, one curve per configuration), then the paths it wrote. Works on a sweep that is still
+running or partly failed: a job is reported with what its folder holds so far.
 """
 
 from __future__ import annotations
@@ -13,14 +13,20 @@ import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .run_folder import process_alive, read_summary
 from .sweeps import shorten_number
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+    from rich.table import Table
 
 SEED_KEY = "seed"
 JOB_COLUMNS = (
@@ -38,9 +44,14 @@ JOB_COLUMNS = (
     "timesteps",
     "steps_per_s",
     "wall_seconds",
+    "timing",
     "error",
 )
 STATISTICS = ("objective", "best_mean_lines", "final_mean_lines", "steps_per_s", "wall_seconds")
+# the stop reason a status has unless something else stopped the run: not repeated in the tables
+USUAL_STOP = {"finished": "max_timesteps", "interrupted": "interrupted"}
+LAST_STRETCH = "last stretch"  # timing of a resumed job whose summary has no totals over its stretches
+LAST_STRETCH_MARK = "*"
 
 
 @dataclass
@@ -54,19 +65,42 @@ class Job:
     varying: tuple[str, ...] = ()  # the override keys whose values differ between the sweep's jobs
 
     @property
-    def configuration(self) -> str:
-        """The overrides that vary in the sweep, but the seed: jobs that share it differ only by seed."""
-        kept = [o for o in self.overrides if key_of(o) in self.varying and key_of(o) != SEED_KEY]
-        return " ".join(kept) or "(all alike)"
+    def configuration_overrides(self) -> list[str]:
+        """The overrides that vary in the sweep, but the seed: jobs that share them differ only by seed."""
+        return [o for o in self.overrides if key_of(o) in self.varying and key_of(o) != SEED_KEY]
 
     @property
-    def label(self) -> str:
-        """The configuration for reading: long decimals to 4 significant digits."""
-        return " ".join(shorten_number(o) for o in self.configuration.split(" "))
+    def configuration(self) -> str:
+        return " ".join(self.configuration_overrides) or "(all alike)"
+
+    def label(self, prefix: str = "") -> str:
+        """The configuration for reading: long decimals to 4 significant digits, ``prefix`` left out
+        of every key that starts with it."""
+        kept = [shorten_number(without_prefix(o, prefix)) for o in self.configuration_overrides]
+        return " ".join(kept) or "(all alike)"
 
 
 def key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def without_prefix(override: str, prefix: str) -> str:
+    """``agent.gamma=0.9`` without ``agent.``: ``gamma=0.9`` (a leading ``+`` or ``~`` kept)."""
+    body = override.lstrip("+~")
+    sign = override[: len(override) - len(body)]
+    return sign + body[len(prefix) :] if prefix and key_of(body).startswith(prefix) else override
+
+
+def shared_prefix(overrides: list[str]) -> str:
+    """The dotted prefix all these overrides' keys start with (``agent.``), or ``""``: printed once
+    above the configuration column rather than in each of its rows."""
+    groups = [key_of(o).split(".")[:-1] for o in overrides]
+    shared: list[str] = []
+    for parts in zip(*groups):
+        if len(set(parts)) > 1:
+            break
+        shared.append(parts[0])
+    return "".join(f"{part}." for part in shared) if groups else ""
 
 
 def common_overrides(jobs: list[Job]) -> list[str]:
@@ -123,11 +157,26 @@ def read_evaluations(folder: Path) -> list[dict[str, Any]]:
 
 
 def job_status(job: Job) -> str:
-    """finished | interrupted | failed | running | stopped (died without a word) | pending."""
+    """finished | interrupted | failed | pruned | running | stopped (died without a word) | pending;
+    any other status as its summary writes it, ``unknown`` for one that is not a word."""
     status = job.summary.get("status")
     if status == "running":
         return "running" if process_alive(job.summary) else "stopped"
-    return status or "pending"
+    if status is None:
+        return "pending"
+    return status.strip() if isinstance(status, str) and status.strip() else "unknown"
+
+
+def timing_of(summary: dict[str, Any]) -> tuple[Any, Any, Optional[str]]:
+    """(steps/s, wall seconds, what they cover) of a job: over every stretch of a resumed job where its
+    summary has the totals (``steps_per_s_total``, ``wall_seconds_total``), else of its last stretch."""
+    steps_per_s, wall = summary.get("steps_per_s_total"), summary.get("wall_seconds_total")
+    if is_number(steps_per_s) or is_number(wall):
+        return steps_per_s, wall, "whole run"
+    steps_per_s, wall = summary.get("steps_per_s"), summary.get("wall_seconds")
+    if steps_per_s is None and wall is None:
+        return None, None, None
+    return steps_per_s, wall, LAST_STRETCH if summary.get("resumed_from") else "whole run"
 
 
 def job_row(job: Job) -> dict[str, Any]:
@@ -138,6 +187,7 @@ def job_row(job: Job) -> dict[str, Any]:
     objective = summary.get("objective")
     if objective is None and best:
         objective = best.get("mean_lines")  # so far, for a job still running
+    steps_per_s, wall_seconds, timing = timing_of(summary)
     return {
         "job": job.folder.name,
         "configuration": job.configuration,
@@ -151,8 +201,9 @@ def job_row(job: Job) -> dict[str, Any]:
         "final_max_lines": final.get("max_lines"),
         "training_mean_lines": as_dict(summary.get("training_lines")).get("recent_mean"),
         "timesteps": summary.get("timesteps", evaluations[-1]["timesteps"] if evaluations else None),
-        "steps_per_s": summary.get("steps_per_s"),
-        "wall_seconds": summary.get("wall_seconds"),
+        "steps_per_s": steps_per_s,
+        "wall_seconds": wall_seconds,
+        "timing": timing,
         "error": summary.get("error"),
     }
 
@@ -164,7 +215,8 @@ def configurations(jobs: list[Job]) -> list[dict[str, Any]]:
         groups.setdefault(job.configuration, []).append(job)
     rows = []
     for name, members in groups.items():
-        row: dict[str, Any] = {"configuration": name, "label": members[0].label, "jobs": len(members)}
+        row: dict[str, Any] = {"configuration": name, "label": members[0].label(), "jobs": len(members)}
+        row["overrides"] = members[0].configuration_overrides
         row["seeds"] = " ".join(str(j.row["seed"]) for j in members)
         statuses = [j.row["status"] for j in members]
         row["status"] = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
@@ -172,6 +224,7 @@ def configurations(jobs: list[Job]) -> list[dict[str, Any]]:
             values = [float(j.row[key]) for j in members if is_number(j.row[key])]
             row[key] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        row["timing"] = LAST_STRETCH if any(j.row["timing"] == LAST_STRETCH for j in members) else None
         rows.append(row)
     rows.sort(key=lambda r: -r["objective"] if r["objective"] is not None else math.inf)
     return rows
@@ -181,57 +234,124 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def fmt(value: Any, std: Any = None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        text = f"{value:,.1f}"
-        return f"{text} ± {std:,.1f}" if std is not None else text
-    return str(value)
+def fmt(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
-def config_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["configuration", "jobs", "status", "objective", "best lines", "final lines", "steps/s", "wall s"]
+def fmt_lines(value: Any, std: Any = None) -> str:
+    """Lines per game: one decimal below 100, none from 100 on (where it is noise) or for a count;
+    ``± std`` alike."""
+    if not is_number(value):
+        return fmt(value)
+    digits = 1 if abs(value) < 100 and not isinstance(value, int) else 0
+    text = f"{value:,.{digits}f}"
+    return f"{text} ± {std:,.{digits}f}" if is_number(std) else text
+
+
+def fmt_rate(value: Any) -> str:
+    return f"{value:,.0f}" if is_number(value) else fmt(value)
+
+
+def fmt_duration(seconds: Any) -> str:
+    """``h:mm:ss``, as wall times of hours read at a glance."""
+    if not is_number(seconds):
+        return fmt(seconds)
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def timing_cells(row: dict[str, Any]) -> list[str]:
+    """steps/s and wall time, marked where they cover only a resumed job's last stretch."""
+    mark = LAST_STRETCH_MARK if row["timing"] == LAST_STRETCH else ""
+    return [fmt_rate(row["steps_per_s"]) + mark, fmt_duration(row["wall_seconds"]) + mark]
+
+
+def status_text(row: dict[str, Any]) -> str:
+    """The status, with the stop reason where it is not the usual one and the error of a failure."""
+    text, reason = row["status"], row["stop_reason"]
+    if reason is not None and str(reason) not in (USUAL_STOP.get(text), text):
+        text += f" ({reason})"
+    return text + (f": {row['error']}" if row["error"] else "")
+
+
+def config_header(prefix: str) -> str:
+    return f"{prefix}*" if prefix else "config"
+
+
+def config_table(rows: list[dict[str, Any]], prefix: str = "") -> tuple[list[str], list[list[str]]]:
+    header = [config_header(prefix), "status", "best", "final", "steps/s", "wall"]
     body = [
         [
-            r["label"],
-            str(r["jobs"]),
+            " ".join(shorten_number(without_prefix(o, prefix)) for o in r["overrides"]) or r["label"],
             r["status"],
-            fmt(r["objective"], r["objective_std"]),
-            fmt(r["best_mean_lines"], r["best_mean_lines_std"]),
-            fmt(r["final_mean_lines"], r["final_mean_lines_std"]),
-            fmt(r["steps_per_s"]),
-            fmt(r["wall_seconds"]),
+            fmt_lines(r["objective"], r["objective_std"]),
+            fmt_lines(r["final_mean_lines"], r["final_mean_lines_std"]),
+            *timing_cells(r),
         ]
         for r in rows
     ]
     return header, body
 
 
-def job_table(jobs: list[Job], order: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "configuration",
-        "seed",
-        "status",
-        "stop reason",
-        "objective",
-        "final lines (min-max)",
-        "steps/s",
-        "wall s",
-    ]
+def job_table(jobs: list[Job], order: list[str], prefix: str = "") -> tuple[list[str], list[list[str]]]:
+    header = [config_header(prefix), "seed", "status", "best", "final (min-max)", "steps/s", "wall"]
     ranked = sorted(jobs, key=lambda j: (order.index(j.configuration), str(j.row["seed"])))
     body = []
     for job in ranked:
         r = job.row
-        final = fmt(r["final_mean_lines"])
+        final = fmt_lines(r["final_mean_lines"])
         if r["final_min_lines"] is not None:
-            final += f" ({r['final_min_lines']}-{r['final_max_lines']})"
-        status = r["status"] + (f": {r['error']}" if r["error"] else "")
-        body.append(
-            [job.label, fmt(r["seed"]), status, fmt(r["stop_reason"]), fmt(r["objective"]), final]
-            + [fmt(r["steps_per_s"]), fmt(r["wall_seconds"])]
-        )
+            final += f" ({fmt_lines(r['final_min_lines'])}-{fmt_lines(r['final_max_lines'])})"
+        cells = [job.label(prefix), fmt(r["seed"]), status_text(r), fmt_lines(r["objective"]), final]
+        body.append(cells + timing_cells(r))
     return header, body
+
+
+# columns whose cells may wrap (at spaces) on a narrow terminal; the others never wrap
+WRAPPING = {"status", "final (min-max)"}
+TEXT_COLUMNS = {"status"}  # left-aligned, as the configuration; the rest are figures, right-aligned
+OVERRIDE_START = re.compile(r" (?=[+~]?[\w.-]+=)")  # the space before each override of a configuration
+
+
+def rich_table(title: str, header: list[str], body: list[list[str]], width: Optional[int]) -> Table:
+    """A light table (a rule under the header, no borders), one line per row where it fits in
+    ``width`` columns (None: any width, for output that is not a terminal, where nothing wraps).
+
+    Where it does not fit, the configuration column shows one override per line and statuses wrap
+    between words, so that a typical sweep's tables fit 80 columns without a word broken.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def build(narrow: bool) -> Table:
+        table = Table(
+            title=title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for i, name in enumerate(header):
+            wraps = narrow and name in WRAPPING  # the configuration is already one override per line
+            justify = "left" if i == 0 or name in TEXT_COLUMNS else "right"
+            table.add_column(name, no_wrap=not wraps, overflow="fold", justify=justify)
+        for cells in body:
+            first = OVERRIDE_START.sub("\n", cells[0]) if narrow else cells[0]
+            table.add_row(escape(first), *(escape(cell) for cell in cells[1:]))
+        return table
+
+    table = build(narrow=False)
+    measuring = Console(width=1_000_000)
+    natural = max(Measurement.get(measuring, measuring.options, table).maximum, len(title))
+    if width is None:
+        table.width = natural  # wider than the console: printed uncropped
+    elif natural > width:
+        table = build(narrow=True)
+    return table
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
@@ -248,49 +368,57 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
         writer.writerows(rows)
 
 
-def plot_curves(jobs: list[Job], order: list[str], out: Path) -> Optional[Path]:
-    """Evaluation mean lines against timesteps per configuration: mean over its jobs, ± std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def curves_figure(jobs: list[Job], order: list[str]) -> Optional[Figure]:
+    """Evaluation mean lines against timesteps per configuration: mean over its jobs, ± std band;
+    None where no job has an evaluation yet. Labels leave out the prefix all overrides share."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    from .plots import legend_below, legend_columns, new_figure, style_lines_axes
+
+    curves = []
     for name in order:
         by_step: dict[int, list[float]] = {}
         members = [j for j in jobs if j.configuration == name]
-        label = members[0].label if members else name
         for job in members:
             for entry in job.evaluations:
                 by_step.setdefault(int(entry["timesteps"]), []).append(float(entry["mean_lines"]))
-        if not by_step:
-            continue
-        steps = sorted(by_step)
-        mean = np.array([np.mean(by_step[s]) for s in steps])
-        std = np.array([np.std(by_step[s]) for s in steps])
-        (line,) = ax.plot(steps, mean, "o-", markersize=3, label=label if len(label) <= 80 else label[:77] + "...")
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    if not ax.get_legend_handles_labels()[0]:
-        plt.close(fig)
+        if by_step:
+            steps = sorted(by_step)
+            mean = np.array([np.mean(by_step[s]) for s in steps])
+            std = np.array([np.std(by_step[s]) for s in steps])
+            curves.append((members[0], steps, mean, std))
+    if not curves:
         return None
-    ax.set_xlabel("timesteps")
+    prefix = shared_prefix([o for job, *_ in curves for o in job.configuration_overrides])
+    labels = [job.label(prefix) for job, *_ in curves]
+    labels = [label if len(label) <= 80 else label[:77] + "..." for label in labels]
+    rows = math.ceil(len(labels) / legend_columns(labels, 9))
+    fig = new_figure(9, 4.5 + 0.25 * rows)
+    ax = fig.add_subplot()
+    for label, (_, steps, mean, std) in zip(labels, curves):
+        (line,) = ax.plot(steps, mean, "o-", markersize=3, label=label)
+        ax.fill_between(steps, np.maximum(mean - std, 0), mean + std, color=line.get_color(), alpha=0.15)
+    style_lines_axes(ax, [float(v) for _, _, mean, std in curves for v in mean + std])
     ax.set_ylabel("evaluation mean lines")
-    ax.set_yscale("symlog", linthresh=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small", loc="best")
     ax.set_title("learning curves by configuration (mean ± std over seeds)")
-    fig.tight_layout()
+    legend_below(fig, ax, title=f"{prefix}*" if prefix else None)
+    return fig
+
+
+def plot_curves(jobs: list[Job], order: list[str], out: Path) -> Optional[Path]:
+    """Draw :func:`curves_figure` into ``out``; None (and no file) where there is nothing to draw."""
+    fig = curves_figure(jobs, order)
+    if fig is None:
+        return None
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 
-def report(sweep: Path, out: Optional[Path] = None, console: Any = None) -> dict[str, Any]:
-    """Build the report of ``sweep`` into ``out`` (the sweep folder by default); returns what it wrote."""
+def report(sweep: Path, out: Optional[Path] = None, console: Optional[Console] = None) -> dict[str, Any]:
+    """Build the report of ``sweep`` into ``out`` (the sweep folder by default); returns what it
+    found and the files it wrote (``files``)."""
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from rich.text import Text
 
     sweep = Path(sweep)
     if not sweep.is_dir():
@@ -304,37 +432,55 @@ def report(sweep: Path, out: Optional[Path] = None, console: Any = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     groups = configurations(jobs)
     order = [g["configuration"] for g in groups]
-    tables = {"configurations": config_table(groups), "jobs": job_table(jobs, order)}
     common = " ".join(common_overrides(jobs)) or "none"
+    prefix = shared_prefix([o for g in groups for o in g["overrides"]])
 
     console = console or Console()
-    for title, (header, body) in tables.items():
-        table = Table(title=f"{sweep}: {title}", caption=f"every job: {common}", title_justify="left")
-        for name in header:
-            table.add_column(name, overflow="fold")
-        for cells in body:
-            table.add_row(*(escape(cell) for cell in cells))
-        console.print(table)
+    width = console.width if console.is_terminal else None
 
-    write_csv(
-        out / "report.csv", [j.row for j in sorted(jobs, key=lambda j: order.index(j.configuration))], list(JOB_COLUMNS)
-    )
+    def say(text: str) -> None:  # a line that the terminal may wrap, never broken by rich
+        console.print(Text(text), soft_wrap=True)
+
+    say(f"{sweep}: {len(jobs)} jobs, {len(groups)} configurations")
+    say(f"every job: {common}")
+    tables = {
+        "configurations, best first (lines per game: mean ± std over seeds)": config_table(groups, prefix),
+        "jobs": job_table(jobs, order, prefix),
+    }
+    for title, (header, body) in tables.items():
+        console.print(rich_table(title, header, body, width), crop=width is not None)
+    say("best: mean lines of the best evaluation (the objective); final: of the final evaluation")
+    if any(j.row["timing"] == LAST_STRETCH for j in jobs):
+        say(f"{LAST_STRETCH_MARK} resumed job: steps/s and wall time of its last stretch only")
+
+    files = [out / "report.csv", out / "report_configs.csv", out / "report.md"]
+    write_csv(files[0], [j.row for j in sorted(jobs, key=lambda j: order.index(j.configuration))], list(JOB_COLUMNS))
     config_columns = ["configuration", "jobs", "seeds", "status"] + [c for k in STATISTICS for c in (k, f"{k}_std")]
-    write_csv(out / "report_configs.csv", groups, config_columns)
+    write_csv(files[1], groups, config_columns + ["timing"])
     text = (
-        f"# Sweep report: {sweep}\n\nBest configuration first; objective = mean lines of each run's best "
+        f"# Sweep report: {sweep}\n\nBest configuration first; best = objective = mean lines of each run's best "
         f"evaluation. Overrides of every job: `{common}`.\n"
     )
-    text += "\n## Configurations (mean ± std over seeds)\n\n" + markdown(*tables["configurations"])
-    text += "\n## Jobs\n\n" + markdown(*tables["jobs"])
-    (out / "report.md").write_text(text)
+    text += "\n## Configurations (mean ± std over seeds)\n\n" + markdown(*config_table(groups))
+    text += "\n## Jobs\n\n" + markdown(*job_table(jobs, order))
+    files[2].write_text(text)
     curves = plot_curves(jobs, order, out / "learning_curves.png")
-    return {"jobs": [j.row for j in jobs], "configurations": groups, "curves": curves, "out": out}
+    if curves is not None:
+        files.append(curves)
+    say("wrote:")
+    for path in files:
+        say(f"  {path}")
+    return {"jobs": [j.row for j in jobs], "configurations": groups, "curves": curves, "out": out, "files": files}
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point (``tetris-train-report``, ``python -m tetris_train.report``): exit status
+    0, or 2 with one line on stderr for a folder that is missing or holds no jobs."""
+    invoked = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
-        prog="python -m tetris_train.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked if invoked.startswith("tetris-train-report") else "python -m tetris_train.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep", type=Path, help="a sweep folder (outputs/sweeps/<date>/<time>)")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: the sweep folder)")
@@ -343,8 +489,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         report(args.sweep, args.out)
     except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

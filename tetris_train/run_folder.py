@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -162,6 +163,16 @@ class CheckpointStore:
         self.folder = self.run_dir / checkpoint_dir
         self.keep_last = keep_last
         self._last_written: Optional[tuple[tuple[int, ...], Path]] = None
+        # wall time of the run's earlier stretches (None: unknown, a checkpoint from before it was
+        # recorded) and when this one started: each checkpoint records the run's total
+        self.seconds_before: Optional[float] = 0.0
+        self.started = time.perf_counter()
+
+    def wall_seconds_total(self) -> Optional[float]:
+        """Wall time of the whole run so far, every stretch of it; None where an earlier one is unknown."""
+        if self.seconds_before is None:
+            return None
+        return round(self.seconds_before + time.perf_counter() - self.started, 3)
 
     def save_periodic(self, agent: TetrisAgent, **metadata: Any) -> Path:
         path = self._write(agent, f"{PERIODIC_PREFIX}{agent.model.num_timesteps:010d}", metadata)
@@ -176,6 +187,9 @@ class CheckpointStore:
         model = agent.model
         state = (id(model), model.num_timesteps, model._n_updates, model._episode_num)
         path, metadata = self.folder / name, {"run_dir": str(self.run_dir), **metadata}
+        total = self.wall_seconds_total()
+        if total is not None:
+            metadata["wall_seconds_total"] = total
         previous = self._last_written
         if previous is not None and previous[0] == state and previous[1] != path and previous[1].is_dir():
             link_checkpoint(previous[1], path, **metadata)

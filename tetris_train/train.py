@@ -61,6 +61,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     store.remove_leftovers()
 
     started = time.perf_counter()
+    store.started = started
     summary: dict[str, Any] = {
         "status": "running",
         "resumed_from": config.resume,
@@ -76,6 +77,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     try:
         if config.resume:
             agent = TetrisAgent.load_checkpoint(config.resume, env, device=config.agent.device)
+            store.seconds_before = read_metadata(config.resume).get("wall_seconds_total")
             agent.config = config  # the schedule may have been changed on the command line
             carry_over_history(Path(config.resume), run_dir)
             log.info("resuming from %s at step %d", config.resume, agent.timesteps_trained)
@@ -129,6 +131,10 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             steps_per_s=round((trained_to - first_step) / max(train_seconds, 1e-9), 1),
             training_lines=lines_statistics(agent.model),
         )
+        if store.seconds_before is not None:
+            summary["steps_per_s_total"] = round(
+                metadata["timesteps_trained"] / max(store.seconds_before + train_seconds, 1e-9), 1
+            )
         if reason == "interrupted":
             summary.update(status="interrupted", objective=None, best=evaluation.best)
             log.warning("interrupted at step %d; %s", trained_to, resume_hint(run_dir))
@@ -166,6 +172,8 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         summary.update(
             wall_seconds=round(time.perf_counter() - started, 3), ended=time.time(), versions=package_versions()
         )
+        if store.seconds_before is not None:
+            summary["wall_seconds_total"] = round(store.seconds_before + summary["wall_seconds"], 3)
         write_summary(run_dir, summary)
         logger = getattr(agent.model, "_logger", None) if agent is not None else None
         if logger is not None:
