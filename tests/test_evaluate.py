@@ -5,8 +5,14 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
+import numpy as np
+import pytest
 
-from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TrainingConfig
+from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig, make_env
+from tetris_train.checkpoints import CheckpointError
+from tetris_train.cli import ResumeError
+from tetris_train.env.render import COUNTERS_PX, MIN_FRAME_PX
+from tetris_train.evaluate import EvaluateConfig, agent_env, check_config
 from tetris_train.train import run_training
 
 
@@ -22,7 +28,10 @@ def only_output(tmp_path, name):
     return found[0]
 
 
-def test_agent_evaluation_writes_eval_json_and_a_video(tmp_path):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A short training run on a 6 x 10 board, its checkpoints in ``ckpts``."""
+    folder = tmp_path_factory.mktemp("trained") / "run"
     config = TrainingConfig(
         agent=AgentConfig(buffer_size=1_000, learning_starts=100, batch_size=32, net_arch=(16,)),
         env=EnvConfig(width=6, height=10, max_pieces=40),
@@ -35,11 +44,15 @@ def test_agent_evaluation_writes_eval_json_and_a_video(tmp_path):
             checkpoint_dir="ckpts",
         ),
     )
-    run_training(config, tmp_path / "run")
-    result = run_evaluate(tmp_path, f"checkpoint={tmp_path / 'run'}", "episodes=3", "video_frames=30")
+    run_training(config, folder)
+    return folder
+
+
+def test_agent_evaluation_writes_eval_json_and_a_video(tmp_path, run):
+    result = run_evaluate(tmp_path, f"checkpoint={run}", "episodes=3", "video_frames=30")
     assert result.returncode == 0, result.stderr
     report = json.loads(only_output(tmp_path, "eval.json").read_text())
-    assert report["player"] == "agent" and report["checkpoint"] == str(tmp_path / "run" / "ckpts" / "best")
+    assert report["player"] == "agent" and report["checkpoint"] == str(run / "ckpts" / "best")
     assert report["episodes"] == 3 and len(report["lines"]) == 3
     assert report["env"]["width"] == 6  # the board the agent was trained on
     for key in (
@@ -54,8 +67,62 @@ def test_agent_evaluation_writes_eval_json_and_a_video(tmp_path):
     ):
         assert key in report
     frames = iio.imread(report["video"], index=None)
-    assert 2 <= frames.shape[0] <= 30 and frames.shape[1:] == (10 * 16, 6 * 16, 3)
-    assert "lines mean" in result.stdout
+    # the counters above the board; a 6-wide board (96 pixels) is as wide as the narrowest frame
+    assert 2 <= frames.shape[0] <= 30 and frames.shape[1:] == (COUNTERS_PX + 10 * 16, max(6 * 16, MIN_FRAME_PX), 3)
+    assert not np.array_equal(frames[0, :COUNTERS_PX], frames[-1, :COUNTERS_PX])  # the counters change
+    # what it printed: the checkpoint, the statistics and the files written; evaluate.log holds the same
+    log = only_output(tmp_path, "evaluate.log").read_text()
+    for said in (
+        f"checkpoint {report['checkpoint']}",
+        "lines mean",
+        str(only_output(tmp_path, "eval.json")),
+        report["video"],
+    ):
+        assert said in result.stdout and said in log, said
+
+
+def test_a_bad_checkpoint_names_the_checkpoint_key_and_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not_a_run").mkdir()
+    (tmp_path / "not_a_run" / "notes.txt").write_text("hello\n")
+    for path in (tmp_path / "missing", tmp_path / "empty", tmp_path / "not_a_run"):
+        result = run_evaluate(tmp_path, f"checkpoint={path}")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: checkpoint={path}: ") and "resume" not in result.stderr
+        assert "a run folder" in result.stderr and "checkpoint folder" in result.stderr  # what it takes
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made an output folder
+
+
+def test_env_settings_an_agent_cannot_play_are_refused(tmp_path, run):
+    def config(**env):
+        return EvaluateConfig(checkpoint=str(run), env=EnvConfig(**env))
+
+    with pytest.raises(ResumeError, match=r"^env.width=10: .* env.width=6, this command gives env.width=10; "):
+        check_config(config(width=10), ["env.width=10"])
+    with pytest.raises(ResumeError, match=r"^env=classic: .*env.preview=1, this command gives env.preview=0"):
+        check_config(config(randomizer="uniform", preview=0, max_pieces=10**9), ["env=classic"])
+    with pytest.raises(ResumeError, match="env.piece_reward=2.0; rewards only shaped its training"):
+        check_config(config(piece_reward=2.0), ["env.piece_reward=2"])
+    check_config(config(width=6, height=10), ["env.width=6", "env.height=10"])  # the checkpoint's own values
+    # what applies to an agent: where a game stops and how pieces are dealt
+    trained = EnvConfig(width=6, height=10, max_pieces=40)
+    played = agent_env(
+        config(max_pieces=7, randomizer="uniform"), ["env.max_pieces=7", "env.randomizer=uniform"], trained
+    )
+    assert (played.width, played.height, played.max_pieces, played.randomizer) == (6, 10, 7, "uniform")
+    assert agent_env(config(), [], trained) == trained
+    # on the command line: one line, and no output folder
+    result = run_evaluate(tmp_path, f"checkpoint={run}", "env.width=10")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: env.width=10: ") and not (tmp_path / "outputs").exists()
+
+
+def test_loading_a_checkpoint_into_another_board_names_the_settings(run):
+    with pytest.raises(CheckpointError) as raised:
+        TetrisAgent.load_checkpoint(run / "ckpts" / "final", make_env(EnvConfig(width=8, height=10, preview=0))())
+    message = str(raised.value)
+    assert "\n" not in message and "Box(" not in message
+    assert message.endswith("trained with env.width=6, env.preview=1, this env has env.width=8, env.preview=0")
 
 
 def test_yardsticks_play_the_same_seeds(tmp_path):
@@ -86,3 +153,22 @@ def test_bad_input_is_one_line(tmp_path):
     assert "checkpoint=None" in result.stderr and "player=agent needs one" in result.stderr
     result = run_evaluate(tmp_path, "player=expert")
     assert result.returncode == 2 and "agent, heuristic, random" in result.stderr
+
+
+def test_an_mp4_video_without_its_encoder_is_refused_before_the_games(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "imageio_ffmpeg" else find_spec(name))
+    with pytest.raises(ResumeError, match=r"^video_format=mp4 needs the video extra \(pip install"):
+        check_config(EvaluateConfig(player="heuristic", video_format="mp4"), ["video_format=mp4"])
+    check_config(EvaluateConfig(player="heuristic", video_format="mp4", video=False), ["video_format=mp4"])
+
+
+def test_help_names_evaluates_own_keys_not_trainings(tmp_path):
+    result = run_evaluate(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint=null" in result.stdout and "player=agent" in result.stdout
+    assert "env.max_pieces" in result.stdout and "python -m tetris_train.demo" in result.stdout
+    assert "agent: default" not in result.stdout and "schedule." not in result.stdout
+    assert not (tmp_path / "outputs").exists()

@@ -17,11 +17,12 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv
 
 from .afterstate import POLICY_CLASSES, AfterstateDQN
 from .checkpoints import Checkpoint, CheckpointError, PathLike, ReplayFiles, timestamp, write_checkpoint
 from .config import TrainingConfig
-from .env import TetrisEnv
+from .env import EnvConfig, TetrisEnv
 from .progress import ProgressBarCallback
 from .versions import package_versions
 
@@ -242,13 +243,38 @@ def model_objects(config: TrainingConfig) -> dict[str, Any]:
 def load_model(
     checkpoint: Union[PathLike, Checkpoint], device: str = "auto", env: Optional[gym.Env] = None
 ) -> AfterstateDQN:
-    """The SB3 model of a checkpoint (without its replay contents: see load_checkpoint)."""
+    """The SB3 model of a checkpoint (without its replay contents: see load_checkpoint). An ``env``
+    whose spaces differ from the checkpoint's is refused by :func:`check_env_fits`."""
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint)
     config = TrainingConfig.from_dict(checkpoint.metadata["config"])
+    if env is not None:
+        check_env_fits(checkpoint, config.env, env)
     model = checkpoint.load_model(AfterstateDQN, model_objects(config), env=env, device=device)
     model.double_q = config.agent.double_q  # a model saved before the option trained without it
     return model
+
+
+# the env settings that make the observation and action spaces, which a model and its env must share
+SPACE_SETTINGS = ("width", "height", "preview", "observation")
+
+
+def check_env_fits(checkpoint: Checkpoint, trained: EnvConfig, env: Union[gym.Env, VecEnv]) -> None:
+    """Refuse an env whose board, preview or observation differ from the checkpoint's, in one line that
+    names the settings and both values (SB3 would dump both observation spaces, array by array). An env
+    that is no TetrisEnv is left to SB3's own check."""
+    envs = env.get_attr("config") if isinstance(env, VecEnv) else [getattr(env.unwrapped, "config", None)]
+    for given in envs:
+        if not isinstance(given, EnvConfig):
+            continue
+        differ = [name for name in SPACE_SETTINGS if getattr(given, name) != getattr(trained, name)]
+        if differ:
+            raise CheckpointError(
+                f"{checkpoint.path}: observation spaces do not match: the checkpoint was trained with "
+                + ", ".join(f"env.{name}={getattr(trained, name)}" for name in differ)
+                + ", this env has "
+                + ", ".join(f"env.{name}={getattr(given, name)}" for name in differ)
+            )
 
 
 def dqn_arguments(config: TrainingConfig) -> dict[str, Any]:
