@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tetris_train.env import FEATURE_NAMES, TetrisEnv
+from tetris_train.env import FEATURE_NAMES, EnvConfig, TetrisEnv
+from tetris_train.env.engine import HOLE_FEATURES
 
 from .helpers import set_board
 
@@ -47,6 +48,8 @@ def test_features_of_a_placement_without_clears():
         "height_5": 1,
         "preview_0_T": 1,
         "preview_0_I": 0,
+        "rows_with_holes": 1,
+        "hole_depth": 1,
     }
     assert {k: row[k] for k in expected} == expected
 
@@ -85,6 +88,32 @@ def test_features_of_a_double_clear():
     _, _, _, _, info = env.step(1 * 4 + 2)
     assert info["lines_cleared"] == 2
     assert env.board[-2:].tolist() == [[0, 0, 1, 0], [1, 0, 1, 0]]
+
+
+def test_hole_features_count_rows_with_holes_and_the_cells_above_each_hole():
+    env = TetrisEnv(width=5, height=8)
+    env.reset(seed=0)
+    set_board(
+        env,
+        """
+        .#...
+        ##.#.
+        #..#.
+        .#.#.
+    """,
+        current="I",
+    )
+    row = unscaled_row(env, env.observe(), 1 * 5 + 4)  # vertical I in the empty right column
+    # holes: column 0 at the floor (2 filled cells above), column 1 one row up (2 above)
+    assert row["holes"] == 2 and row["rows_with_holes"] == 2 and row["hole_depth"] == 4
+
+
+def test_hole_features_can_be_left_out_as_runs_before_them_had_it():
+    with_holes, without = TetrisEnv(EnvConfig(preview=0)), TetrisEnv(EnvConfig(preview=0, hole_features=False))
+    assert with_holes.feature_names == (*without.feature_names, *HOLE_FEATURES)
+    a, _ = with_holes.reset(seed=3)
+    b, _ = without.reset(seed=3)
+    np.testing.assert_array_equal(a[:, : b.shape[1]], b)
 
 
 def test_empty_board_features():
@@ -128,7 +157,7 @@ def test_equivalent_actions_have_equal_rows():
 def test_observation_layout_and_bounds(width, height, preview):
     env = TetrisEnv(width=width, height=height, preview=preview)
     obs, _ = env.reset(seed=0)
-    n_features = len(FEATURE_NAMES) + width + 7 * preview
+    n_features = len(FEATURE_NAMES) + width + 7 * preview + len(HOLE_FEATURES)
     assert obs.shape == (4 * width, n_features) == env.observation_space.shape
     assert obs.dtype == np.float32
     assert len(env.feature_names) == n_features

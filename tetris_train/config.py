@@ -307,7 +307,7 @@ class TrainingConfig:
 # Keys added after runs were first saved, with the value that does what runs saved without them did.
 _KEYS_ADDED = {
     "agent": {"learning_rate_end": None, "double_q": False},
-    "env": {"randomizer": "bag"},
+    "env": {"randomizer": "bag", "hole_features": False},
     "schedule": {"eval_max_pieces": None},
 }
 

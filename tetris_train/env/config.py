@@ -30,6 +30,7 @@ class EnvConfig:
         randomizer: bag (7-bag, the modern game) or uniform (independent draws, the literature's).
         max_pieces: pieces after which a game stops (truncated).
         observation: afterstates (features of each placement's result) or board (the grid).
+        hole_features: add rows_with_holes and hole_depth to the afterstate features (false: as runs before it).
         piece_reward: reward per placed piece.
         line_rewards: reward for clearing 0, 1, 2, 3 and 4 lines at once.
         game_over_penalty: subtracted when a piece does not fit.
@@ -42,6 +43,7 @@ class EnvConfig:
     randomizer: str = "bag"
     max_pieces: int = 10_000
     observation: str = "afterstates"
+    hole_features: bool = True
     piece_reward: float = 1.0
     line_rewards: tuple[float, ...] = (0.0, 10.0, 40.0, 90.0, 160.0)
     game_over_penalty: float = 10.0
@@ -71,6 +73,7 @@ class EnvConfig:
         _check(self.randomizer in RANDOMIZERS, "randomizer", self.randomizer, f"one of {', '.join(RANDOMIZERS)}")
         _check(is_int(self.max_pieces) and self.max_pieces >= 1, "max_pieces", self.max_pieces, "an integer >= 1")
         _check(is_number(self.piece_reward), "piece_reward", self.piece_reward, "a number")
+        _check(isinstance(self.hole_features, bool), "hole_features", self.hole_features, "true or false")
         _check(
             self.observation in OBSERVATION_MODES,
             "observation",

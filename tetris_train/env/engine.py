@@ -39,6 +39,9 @@ N_BOARD_FEATURES = len(FEATURE_NAMES)
     F_WELLS,
     F_TOP_OUT,
 ) = range(N_BOARD_FEATURES)
+# Thiery & Scherrer's (2009) two additions to Dellacherie's features, appended to each afterstate
+# row with EnvConfig.hole_features: rows holding a hole, and for each hole the filled cells above it
+HOLE_FEATURES: tuple[str, ...] = ("rows_with_holes", "hole_depth")
 TOPPED_OUT = -1
 SCORE_TABLE = np.array([0, 100, 300, 500, 800], np.int64)  # guideline points for clearing 0-4 lines at once
 
@@ -172,6 +175,29 @@ def _board_features(rows, heights, width, board_height, stack_top, n_filled, out
 
 
 @njit(cache=True)
+def _hole_features(rows, width, stack_top):
+    """HOLE_FEATURES of a board: rows holding at least one hole (an empty cell with a filled one
+    above it in its column), and the filled cells above each hole in its column, summed."""
+    above = np.zeros(width, np.int64)  # filled cells seen so far in each column, from the top
+    covered = 0  # columns with a filled cell above the current row
+    rows_with_holes = 0
+    depth = 0
+    for i in range(stack_top - 1, -1, -1):
+        row = rows[i]
+        holes = covered & ~row
+        if holes:
+            rows_with_holes += 1
+            for c in range(width):
+                if (holes >> c) & 1:
+                    depth += above[c]
+        for c in range(width):
+            if (row >> c) & 1:
+                above[c] += 1
+        covered |= row
+    return rows_with_holes, depth
+
+
+@njit(cache=True)
 def _top_out_row(width, board_height, out):
     """A top-out reads as a full board with the top-out flag set: never like a good board."""
     for k in range(out.shape[0]):
@@ -204,6 +230,9 @@ def _afterstate_row(rows, heights, width, board_height, stack_top, n_filled, pie
     base = N_BOARD_FEATURES + width
     for i in range(preview.shape[0]):
         feats[base + N_PIECES * i + preview[i]] = 1.0
+    extra = base + N_PIECES * preview.shape[0]
+    if out.shape[0] > extra and lines != TOPPED_OUT:  # HOLE_FEATURES, where the layout holds them
+        feats[extra], feats[extra + 1] = _hole_features(tmp_rows, width, new_top)
     for f in range(out.shape[0]):
         out[f] = feats[f] / scale[f]
 
@@ -218,7 +247,7 @@ def afterstate_features(rows, heights, width, board_height, n_filled, piece, can
     """Features of the board each action would leave, one row per action, scaled by ``scale``.
 
     Row layout: FEATURE_NAMES, then the height of every column, then a one-hot of each preview
-    piece (the pieces known in the afterstate).
+    piece (the pieces known in the afterstate), then HOLE_FEATURES where ``scale`` has room for them.
     """
     n_actions = canonical.shape[0]
     result = np.empty((n_actions, scale.shape[0]), np.float32)
@@ -796,8 +825,11 @@ def heights_from_colors(colors: np.ndarray) -> np.ndarray:
     return np.where(filled.any(axis=0), top, 0).astype(np.int64)
 
 
-def feature_layout(width: int, height: int, preview: int) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """Names, divisors and upper bounds (after division) of an afterstate row's features.
+def feature_layout(
+    width: int, height: int, preview: int, hole_features: bool = False
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Names, divisors and upper bounds (after division) of an afterstate row's features:
+    FEATURE_NAMES, each column's height, a one-hot of each preview piece, then HOLE_FEATURES if asked.
 
     Divisors put a board in ordinary play within about [0, 1]; the upper bounds are exact maxima,
     so every observation lies inside the observation space.
@@ -827,6 +859,10 @@ def feature_layout(width: int, height: int, preview: int) -> tuple[tuple[str, ..
         names += [f"preview_{i}_{p}" for p in PIECE_NAMES]
         divisors += [1] * N_PIECES
         maxima += [1] * N_PIECES
+    if hole_features:
+        names += list(HOLE_FEATURES)
+        divisors += [h / 2, 2 * w]
+        maxima += [h, w * h * h]
     scale = np.asarray(divisors, np.float64)
     high = (np.asarray(maxima, np.float64) / scale).astype(np.float32)
     return tuple(names), scale, high

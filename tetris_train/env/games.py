@@ -43,7 +43,9 @@ class Games:
         self.distinct = np.zeros((N_PIECES, self.n_distinct.max()), np.int64)
         for p, actions in enumerate(distinct):
             self.distinct[p, : len(actions)] = actions
-        self.feature_names, self.feature_scale, _ = engine.feature_layout(self.width, self.height, config.preview)
+        self.feature_names, self.feature_scale, _ = engine.feature_layout(
+            self.width, self.height, config.preview, config.hole_features and config.observation == "afterstates"
+        )
 
         self.rows = np.zeros((n, self.height), np.int64)
         self.heights = np.zeros((n, self.width), np.int64)

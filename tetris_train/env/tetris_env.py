@@ -53,7 +53,9 @@ class TetrisEnv(gym.Env):
         self._rotation = canonical // self.width
         self._column = canonical % self.width
 
-        self.feature_names, self.feature_scale, high = engine.feature_layout(self.width, self.height, config.preview)
+        self.feature_names, self.feature_scale, high = engine.feature_layout(
+            self.width, self.height, config.preview, config.hole_features and config.observation == "afterstates"
+        )
         if config.observation == "afterstates":
             high = np.broadcast_to(high, (self.n_actions, high.shape[0]))
             self.observation_space = spaces.Box(0.0, high, dtype=np.float32)
