@@ -172,3 +172,11 @@ def test_help_names_evaluates_own_keys_not_trainings(tmp_path):
     assert "env.max_pieces" in result.stdout and "python -m tetris_train.demo" in result.stdout
     assert "agent: default" not in result.stdout and "schedule." not in result.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_interval_of_mean_lines_never_goes_below_zero():
+    from tetris_train.evaluation import mean_interval
+
+    low, high = mean_interval([0, 0, 0, 40])
+    assert low == 0.0 and high > 10
+    assert mean_interval([10, 12]) == pytest.approx((9.04, 12.96))  # 11 ± 1.96 standard errors of 1

@@ -68,12 +68,13 @@ def evaluate(
 
 def mean_interval(values: list[float]) -> tuple[float, float]:
     """A 95 % interval of the mean: mean ± 1.96 standard errors (the normal approximation; game
-    lengths are heavy-tailed, so with few games it is a rough guide). One value: the value itself."""
+    lengths are heavy-tailed, so with few games it is a rough guide), never below 0, as lines and
+    pieces are not. One value: the value itself."""
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, mean
     half = 1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return mean - half, mean + half
+    return max(mean - half, 0.0), mean + half
 
 
 def advance(policy: Policy, games: Games, placements: int = 1) -> None:
