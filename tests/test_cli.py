@@ -157,20 +157,28 @@ def wait_for(predicate, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
-    run, resumed = tmp_path / "run", tmp_path / "resumed"
-    process = start_cli(
-        tmp_path, *SMOKE, "schedule.max_timesteps=1000000", "schedule.log_interval=100", f"hydra.run.dir={run}"
-    )
+def interrupt(process: subprocess.Popen, ready, sigints: int) -> None:
+    """Once ``ready()``, press Ctrl-C ``sigints`` times, 50 ms apart; the process must stop with
+    status 130, no traceback and the command that resumes it."""
     try:
-        metrics = run / "metrics.csv"
-        wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 4, timeout=120)
-        process.send_signal(signal.SIGINT)
+        wait_for(ready, timeout=120)
+        for _ in range(sigints):
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.05)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "resume with" in stdout + stderr
+
+
+def test_sigint_saves_a_checkpoint_that_resumes(tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    process = start_cli(
+        tmp_path, *SMOKE, "schedule.max_timesteps=1000000", "schedule.log_interval=100", f"hydra.run.dir={run}"
+    )
+    metrics = run / "metrics.csv"
+    interrupt(process, lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 4, sigints=1)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["stop_reason"] == "interrupted"
     stopped_at = summary["timesteps"]
@@ -226,16 +234,7 @@ def test_a_sweep_names_its_folder_at_the_end(tmp_path):
 def test_a_second_sigint_stops_at_once_without_a_traceback(tmp_path):
     run = tmp_path / "run"
     process = start_cli(tmp_path, *SMOKE, "schedule.max_timesteps=1000000", f"hydra.run.dir={run}")
-    try:
-        wait_for(lambda: (run / "checkpoints" / "step_0000001000").is_dir(), timeout=120)
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "resume with" in stdout + stderr
+    interrupt(process, lambda: (run / "checkpoints" / "step_0000001000").is_dir(), sigints=2)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "error" not in summary
     assert not list(run.glob("**/.*tmp-*"))
