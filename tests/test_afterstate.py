@@ -102,6 +102,39 @@ def test_the_replay_buffer_samples_exactly_what_sb3s_holds():
     assert ours.dones.sum() > 0  # games ended inside the sample: the done flags were compared
 
 
+@pytest.mark.parametrize("steps", [400, 2_000 + 150])  # part filled; full and wrapped around
+def test_n_step_samples_are_sb3s_n_step_samples(steps):
+    from stable_baselines3.common.buffers import NStepReplayBuffer
+
+    model = empty_model(n_steps=3, gamma=0.9)
+    assert model.replay_buffer.n_steps == 3 and model.replay_buffer.gamma == 0.9
+    plain = fill_with_sb3s_buffer_beside(model, steps=steps)
+    reference = NStepReplayBuffer(plain.buffer_size, plain.observation_space, plain.action_space, n_steps=3, gamma=0.9)
+    for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        setattr(reference, name, getattr(plain, name))
+    reference.pos, reference.full = plain.pos, plain.full
+    state = np.random.get_state()
+    ours = model.replay_buffer.sample(256)
+    np.random.set_state(state)
+    sb3 = reference.sample(256)
+    rows = sb3.observations[torch.arange(256), sb3.actions.reshape(-1)]
+    torch.testing.assert_close(ours.taken_rows, rows, rtol=0, atol=0)
+    for name in ("actions", "next_observations", "dones", "rewards", "discounts"):
+        torch.testing.assert_close(getattr(ours, name), getattr(sb3, name), rtol=1e-6, atol=1e-6)
+    assert (ours.discounts < 0.9**2).any() and (ours.discounts > 0.9**3 - 1e-6).all()  # some cut short
+
+
+@pytest.mark.parametrize("policy", ["afterstate", "MlpPolicy"])
+def test_n_step_settings_survive_a_checkpoint(tmp_path, policy):
+    agent = trained_agent(steps=300, n_steps=3, policy=policy)
+    assert agent.model.replay_buffer.n_steps == 3
+    agent.save_checkpoint(tmp_path / "checkpoint")
+    again = TetrisAgent.load_checkpoint(tmp_path / "checkpoint", make_env(agent.config.env)())
+    assert type(again.model.replay_buffer) is type(agent.model.replay_buffer)
+    assert again.model.replay_buffer.n_steps == 3 and again.model.replay_buffer.gamma == agent.config.agent.gamma
+    again.train(100)  # and it trains on
+
+
 def test_the_replay_buffer_is_a_quarter_of_sb3s():
     model = empty_model()
     plain = ReplayBuffer(model.buffer_size, model.observation_space, model.action_space)

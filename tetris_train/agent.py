@@ -216,10 +216,6 @@ def _byte_tensor(value: Any) -> th.Tensor:
 def model_objects(config: TrainingConfig) -> dict[str, Any]:
     """What ``DQN.load`` takes from a model archive besides weights and counters, built from the
     config instead: the hyperparameters, and what SB3 would unpickle (spaces, classes, schedules)."""
-    from stable_baselines3.common.buffers import ReplayBuffer
-
-    from .replay import AfterstateReplayBuffer
-
     policy = POLICY_CLASSES[config.agent.policy]
     fresh = AfterstateDQN(
         policy, None, double_q=config.agent.double_q, _init_setup_model=False, **dqn_arguments(config)
@@ -233,8 +229,8 @@ def model_objects(config: TrainingConfig) -> dict[str, Any]:
         policy_class=fresh.policy_class,
         observation_space=game.observation_space,
         action_space=game.action_space,
-        replay_buffer_class=AfterstateReplayBuffer if afterstate else ReplayBuffer,
-        replay_buffer_kwargs={"feature_scale": np.asarray(scale, np.float64)} if scale is not None else {},
+        replay_buffer_class=replay_buffer_class(config),
+        replay_buffer_kwargs=replay_buffer_kwargs(config, scale),
         train_freq=config.agent.train_freq,
     )
     return objects
@@ -298,7 +294,39 @@ def dqn_arguments(config: TrainingConfig) -> dict[str, Any]:
         seed=config.seed,
         device=agent.device,
         verbose=0,
+        **n_step_arguments(config),
     )
+
+
+def n_step_arguments(config: TrainingConfig) -> dict[str, Any]:
+    """n-step returns: SB3 sets them up for its own buffer; the afterstate buffer takes them itself."""
+    agent = config.agent
+    if agent.n_steps == 1:
+        return {}
+    if agent.policy == "afterstate":
+        return {"replay_buffer_kwargs": {"n_steps": agent.n_steps, "gamma": agent.gamma}}
+    return {"n_steps": agent.n_steps}
+
+
+def replay_buffer_class(config: TrainingConfig) -> Optional[type]:
+    """The afterstate policy's compact buffer, else SB3's (None: SB3's n-step buffer, which SB3 sets
+    up itself from ``n_steps``, as in training)."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    from .replay import AfterstateReplayBuffer
+
+    if config.agent.policy == "afterstate":
+        return AfterstateReplayBuffer
+    return None if config.agent.n_steps > 1 else ReplayBuffer
+
+
+def replay_buffer_kwargs(config: TrainingConfig, feature_scale: Optional[np.ndarray]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if feature_scale is not None:
+        kwargs["feature_scale"] = np.asarray(feature_scale, np.float64)
+    if config.agent.policy == "afterstate":
+        kwargs.update(n_step_arguments(config).get("replay_buffer_kwargs", {}))
+    return kwargs
 
 
 def learning_rate_schedule(start: float, end: Optional[float]) -> Union[float, Any]:

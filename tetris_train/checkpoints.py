@@ -90,6 +90,7 @@ REPLAY_ARRAYS = {
     ),
     "ReplayBuffer": ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"),
 }
+REPLAY_ARRAYS["NStepReplayBuffer"] = REPLAY_ARRAYS["ReplayBuffer"]  # the same arrays, sampled n steps at once
 
 
 class CheckpointError(ValueError):
@@ -234,7 +235,9 @@ def _write_replay(
     """The buffer's layout and chunks; those in ``linkable`` (unchanged since written) are linked."""
     kind = type(buffer).__name__ if type(buffer).__name__ in REPLAY_ARRAYS else None
     if kind is None or getattr(buffer, "optimize_memory_usage", False):
-        raise TypeError(f"checkpoints hold AfterstateReplayBuffer or SB3's ReplayBuffer, got {type(buffer).__name__}")
+        raise TypeError(
+            f"checkpoints hold AfterstateReplayBuffer or SB3's (N-step) ReplayBuffer, not {type(buffer).__name__}"
+        )
     names = REPLAY_ARRAYS[kind]
     filled = buffer.buffer_size if buffer.full else buffer.pos
     layout = {

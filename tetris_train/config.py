@@ -41,6 +41,7 @@ class AgentConfig:
         train_freq: environment steps between gradient updates.
         gradient_steps: gradient steps per update.
         learning_starts: steps of play before the first update.
+        n_steps: steps of reward in each TD target before the value takes over (1: plain DQN).
         net_arch: hidden layer sizes of the Q-network.
         tau: soft update weight of the target network (1: copy).
         double_q: Double DQN targets (the online network picks, the target network scores).
@@ -62,6 +63,7 @@ class AgentConfig:
     train_freq: int = 4
     gradient_steps: int = 1
     learning_starts: int = 1_000
+    n_steps: int = 1
     net_arch: tuple[int, ...] = (64, 64)
     tau: float = 0.2
     double_q: bool = True
@@ -87,6 +89,7 @@ class AgentConfig:
             "train_freq",
             "gradient_steps",
             "torch_threads",
+            "n_steps",
         ):
             _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
         _check(is_int(self.learning_starts) and self.learning_starts >= 0, "learning_starts", "an integer >= 0")
@@ -306,7 +309,7 @@ class TrainingConfig:
 
 # Keys added after runs were first saved, with the value that does what runs saved without them did.
 _KEYS_ADDED = {
-    "agent": {"learning_rate_end": None, "double_q": False},
+    "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1},
     "env": {"randomizer": "bag", "hole_features": False},
     "schedule": {"eval_max_pieces": None},
 }

@@ -74,6 +74,8 @@ class AfterstateReplayBuffer(ReplayBuffer):
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
         feature_scale: Optional[np.ndarray] = None,
+        n_steps: int = 1,
+        gamma: float = 0.99,
     ):
         if optimize_memory_usage or not handle_timeout_termination:
             raise ValueError("AfterstateReplayBuffer always handles timeouts and needs no optimize_memory_usage")
@@ -82,6 +84,7 @@ class AfterstateReplayBuffer(ReplayBuffer):
         self.buffer_size = max(buffer_size // n_envs, 1)
         self.optimize_memory_usage = False
         self.handle_timeout_termination = True
+        self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.code_dtype, self.code_divisor = feature_codes(observation_space, feature_scale)
         for name, (shape, dtype) in self._layout(observation_space, action_space, feature_scale).items():
             fill = np.ones if name == "next_action_masks" else np.zeros  # no mask: every row counts
@@ -154,6 +157,8 @@ class AfterstateReplayBuffer(ReplayBuffer):
         if env is not None:
             raise ValueError("AfterstateReplayBuffer does not support VecNormalize")
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
+        if self.n_steps > 1:
+            return self._n_step_samples(batch_inds, env_indices)
         data = (
             self.decode(self.taken_rows[batch_inds, env_indices]),
             self.actions[batch_inds, env_indices],
@@ -162,6 +167,37 @@ class AfterstateReplayBuffer(ReplayBuffer):
             self.rewards[batch_inds, env_indices].reshape(-1, 1),
             self.next_action_masks[batch_inds, env_indices],
         )
+        return AfterstateReplayBufferSamples(*(th.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in data))
+
+    def _n_step_samples(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> AfterstateReplayBufferSamples:
+        """Transitions of up to ``n_steps`` steps, as SB3's ``NStepReplayBuffer`` makes them: the
+        discounted rewards until the game ends or is cut off, the state there, and the discount
+        ``gamma ** steps`` of its value. A sequence never runs past the newest transition."""
+        newest = self.pos - 1
+        kept = self.timeouts[newest].copy()
+        self.timeouts[newest] = np.logical_or(kept, np.logical_not(self.dones[newest]))
+        try:
+            indices = (batch_inds[:, None] + np.arange(self.n_steps)[None, :]) % self.buffer_size
+            columns = env_indices[:, None]
+            ends = np.logical_or(self.dones[indices, columns], self.timeouts[indices, columns])
+            last = np.where(ends.any(axis=1), ends.argmax(axis=1), self.n_steps - 1)
+            mask = np.arange(self.n_steps)[None, :] <= last[:, None]
+            powers = self.gamma ** np.arange(self.n_steps, dtype=np.float32)[None, :]
+            rewards = (self.rewards[indices, columns] * powers * mask).sum(axis=1, keepdims=True)
+            discounts = (self.gamma ** mask.sum(axis=1, keepdims=True)).astype(np.float32)
+            at = (batch_inds + last) % self.buffer_size
+            dones = (self.dones[at, env_indices] * (1 - self.timeouts[at, env_indices])).reshape(-1, 1)
+            data = (
+                self.decode(self.taken_rows[batch_inds, env_indices]),
+                self.actions[batch_inds, env_indices],
+                self.decode(self.next_observations[at, env_indices]),
+                dones,
+                rewards.astype(np.float32),
+                self.next_action_masks[at, env_indices],
+                discounts,
+            )
+        finally:
+            self.timeouts[newest] = kept
         return AfterstateReplayBufferSamples(*(th.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in data))
 
     @classmethod
