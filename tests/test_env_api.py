@@ -143,6 +143,6 @@ def test_make_env_works_with_sb3_vec_env():
 
     venv = make_vec_env(make_env(EnvConfig()), n_envs=2, seed=0)
     obs = venv.reset()
-    assert obs.shape == (2, 40, 30)  # 11 board features, 10 heights, 7 for the preview, 2 hole features
+    assert obs.shape == (2, 40, 28)  # 11 board features, 10 heights, 7 for the preview
     obs, rewards, dones, infos = venv.step(np.array([0, 1]))
     assert rewards.shape == (2,)

@@ -14,7 +14,7 @@ def unscaled_row(env, obs, action):
 
 
 def test_features_of_a_placement_without_clears():
-    env = TetrisEnv(width=6, height=6)
+    env = TetrisEnv(EnvConfig(width=6, height=6, hole_features=True))
     env.reset(seed=0)
     set_board(
         env,
@@ -91,7 +91,7 @@ def test_features_of_a_double_clear():
 
 
 def test_hole_features_count_rows_with_holes_and_the_cells_above_each_hole():
-    env = TetrisEnv(width=5, height=8)
+    env = TetrisEnv(EnvConfig(width=5, height=8, hole_features=True))
     env.reset(seed=0)
     set_board(
         env,
@@ -108,8 +108,8 @@ def test_hole_features_count_rows_with_holes_and_the_cells_above_each_hole():
     assert row["holes"] == 2 and row["rows_with_holes"] == 2 and row["hole_depth"] == 4
 
 
-def test_hole_features_can_be_left_out_as_runs_before_them_had_it():
-    with_holes, without = TetrisEnv(EnvConfig(preview=0)), TetrisEnv(EnvConfig(preview=0, hole_features=False))
+def test_hole_features_are_appended_to_the_rows_without_them():
+    with_holes, without = TetrisEnv(EnvConfig(preview=0, hole_features=True)), TetrisEnv(EnvConfig(preview=0))
     assert with_holes.feature_names == (*without.feature_names, *HOLE_FEATURES)
     a, _ = with_holes.reset(seed=3)
     b, _ = without.reset(seed=3)
@@ -153,11 +153,13 @@ def test_equivalent_actions_have_equal_rows():
     np.testing.assert_array_equal(obs, obs[canonical])
 
 
-@pytest.mark.parametrize("width, height, preview", [(10, 20, 1), (4, 4, 0), (7, 12, 3), (32, 30, 2)])
-def test_observation_layout_and_bounds(width, height, preview):
-    env = TetrisEnv(width=width, height=height, preview=preview)
+@pytest.mark.parametrize(
+    "width, height, preview, holes", [(10, 20, 1, False), (4, 4, 0, True), (7, 12, 3, False), (32, 30, 2, True)]
+)
+def test_observation_layout_and_bounds(width, height, preview, holes):
+    env = TetrisEnv(EnvConfig(width=width, height=height, preview=preview, hole_features=holes))
     obs, _ = env.reset(seed=0)
-    n_features = len(FEATURE_NAMES) + width + 7 * preview + len(HOLE_FEATURES)
+    n_features = len(FEATURE_NAMES) + width + 7 * preview + len(HOLE_FEATURES) * holes
     assert obs.shape == (4 * width, n_features) == env.observation_space.shape
     assert obs.dtype == np.float32
     assert len(env.feature_names) == n_features

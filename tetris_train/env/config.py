@@ -30,7 +30,7 @@ class EnvConfig:
         randomizer: bag (7-bag, the modern game) or uniform (independent draws, the literature's).
         max_pieces: pieces after which a game stops (truncated).
         observation: afterstates (features of each placement's result) or board (the grid).
-        hole_features: add rows_with_holes and hole_depth to the afterstate features (false: as runs before it).
+        hole_features: add rows_with_holes and hole_depth to the afterstate features (env=classic* sets it).
         piece_reward: reward per placed piece.
         line_rewards: reward for clearing 0, 1, 2, 3 and 4 lines at once.
         game_over_penalty: subtracted when a piece does not fit.
@@ -43,7 +43,7 @@ class EnvConfig:
     randomizer: str = "bag"
     max_pieces: int = 10_000
     observation: str = "afterstates"
-    hole_features: bool = True
+    hole_features: bool = False
     piece_reward: float = 1.0
     line_rewards: tuple[float, ...] = (0.0, 10.0, 40.0, 90.0, 160.0)
     game_over_penalty: float = 10.0
