@@ -89,6 +89,9 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         ("agent.net_arch=[64,", ["agent.net_arch=[64,", "cannot parse"]),
         ("agent.gamma=2.0 --cfg job", ["agent.gamma=2.0", "0 < gamma <= 1"]),
         ("resume=nowhere agent.gamma=0.9", ["resume=nowhere", "no such file"]),
+        ("-m schedule=smoke agent.gamma=0.9,2", ["agent.gamma=2 is invalid", "0 < gamma <= 1"]),
+        ("-m schedule=smoke,fast", ["schedule=fast: no such option"]),
+        ("hparams_search=dqn_optuna", ["hparams_search=dqn_optuna: a search runs as a multirun", "-m"]),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):
@@ -99,8 +102,14 @@ def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say
     for words in must_say:
         assert words in lines[0]
     assert "Traceback" not in result.stderr
-    if not override.startswith("-m"):  # refused before anything is written
-        assert not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "outputs").exists()  # refused before anything is written (each job of a grid)
+
+
+def test_a_cuda_device_that_is_not_there_is_refused(tmp_path):
+    result = run_cli(tmp_path, *SMOKE, "agent.device=cuda:7")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "agent.device=cuda:7 is invalid: expected auto or cpu: this machine has" in lines[0]
 
 
 def test_help_says_what_each_key_does_and_names_the_other_commands(tmp_path):

@@ -150,7 +150,7 @@ def test_yardsticks_play_the_same_seeds(tmp_path):
 def test_bad_input_is_one_line(tmp_path):
     result = run_evaluate(tmp_path, "player=agent")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "checkpoint=None" in result.stderr and "player=agent needs one" in result.stderr
+    assert "checkpoint=null" in result.stderr and "player=agent needs one" in result.stderr
     result = run_evaluate(tmp_path, "player=expert")
     assert result.returncode == 2 and "agent, heuristic, random" in result.stderr
 

@@ -298,6 +298,21 @@ def dqn_arguments(config: TrainingConfig) -> dict[str, Any]:
     )
 
 
+def check_device(config: TrainingConfig) -> None:
+    """Refuse ``agent.device=cuda[:N]`` where there is no such CUDA device (SB3 would train on the
+    CPU without a word)."""
+    from .validation import ConfigError
+
+    device = config.agent.device
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    count = th.cuda.device_count() if th.cuda.is_available() else 0
+    if index >= count:
+        have = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise ConfigError("AgentConfig", "device", device, f"auto or cpu: this machine has {have}")
+
+
 def n_step_arguments(config: TrainingConfig) -> dict[str, Any]:
     """n-step returns: SB3 sets them up for its own buffer; the afterstate buffer takes them itself."""
     agent = config.agent

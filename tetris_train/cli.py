@@ -34,13 +34,21 @@ def run_app(
     run's config (``--cfg`` included) is composed and checked first: bad input is refused before
     Hydra writes a run folder and before the training stack loads. ``usage`` is the ``--help`` text.
     """
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    with closed_pipe_exits():
+        if usage is not None and ({"--help", "-h"} & set(sys.argv[1:])):
+            print(usage())
+            return
+        run_checked(app, schema, config_name, check)
+
+
+def run_checked(
+    app: Callable[[], Any], schema: Any, config_name: str, check: Optional[Callable[[Any, list[str]], None]]
+) -> None:
+    """:func:`run_app` once ``--help`` is answered: the checks, then the app, errors in one line."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
-    if usage is not None and ({"--help", "-h"} & set(sys.argv[1:])):
-        print(usage())
-        return
     try:
         if check is not None:
             check_first(config_name, check, schema)
@@ -67,9 +75,13 @@ def run_app(
         sys.exit(EXIT_BAD_INPUT)
 
 
+MAX_JOBS_CHECKED = 256  # a larger grid is left to its jobs, each of which is checked as it starts
+
+
 def check_first(config_name: str, check: Callable[[Any, list[str]], None], schema: Any) -> None:
-    """Compose the command line's config as Hydra will and ``check`` it; nothing for a multirun
-    (each job is checked and fails alone), ``--help`` and the like, or arguments Hydra itself refuses."""
+    """Compose the command line's config as Hydra will and ``check`` it: a single run's, or every
+    job of a grid multirun (Hydra's basic sweeper). Nothing for a search (its jobs are proposed as
+    it goes), ``--help`` and the like, or arguments Hydra itself refuses."""
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
 
@@ -79,15 +91,45 @@ def check_first(config_name: str, check: Callable[[Any, list[str]], None], schem
         args = get_args_parser().parse_args(sys.argv[1:])
     except SystemExit:
         return  # Hydra prints its own usage message
-    if any(
-        (args.help, args.hydra_help, args.info, args.shell_completion, args.multirun, args.experimental_rerun)
-    ) or any((args.config_path, args.config_dir, args.config_name)):
+    if any((args.help, args.hydra_help, args.info, args.shell_completion, args.experimental_rerun)) or any(
+        (args.config_path, args.config_dir, args.config_name)
+    ):
         return
     overrides = list(args.overrides)
-    with bad_input_exits(overrides, schema):
-        with initialize_config_module("tetris_train.conf", version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides)
-        check(cfg, [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))])  # as the job's
+    jobs = grid_jobs(overrides) if args.multirun else [overrides]
+    with initialize_config_module("tetris_train.conf", version_base="1.3"):
+        for job in jobs or ():
+            with bad_input_exits(job, schema):
+                cfg = compose(config_name, overrides=job)
+                check(cfg, [o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))])  # as the job's
+
+
+def grid_jobs(overrides: list[str]) -> Optional[list[list[str]]]:
+    """Each job's overrides of a multirun on Hydra's basic sweeper (every combination of the
+    comma-separated values); None for a search or a grid Hydra itself refuses or too large to check."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(o.lstrip("+~").split("=", 1)[0] in ("hparams_search", "hydra/sweeper") for o in overrides):
+        return None
+    try:
+        jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)[0]
+    except HydraException:
+        return None
+    return jobs if len(jobs) <= MAX_JOBS_CHECKED else None
+
+
+@contextlib.contextmanager
+def closed_pipe_exits() -> Iterator[None]:
+    """Output piped into a command that stops reading early (``| head``) ends the program quietly,
+    as a shell tool does, instead of with a BrokenPipeError traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit fails too
+        sys.exit(EXIT_JOBS_FAILED)
 
 
 class BadInputExit(SystemExit):
@@ -144,7 +186,7 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     if isinstance(error, ConfigError):
         prefix = {"AgentConfig": "agent.", "EnvConfig": "env.", "ScheduleConfig": "schedule."}.get(error.owner, "")
         typed = given_value(f"{prefix}{error.field}", overrides)
-        value = typed if typed is not None else repr(error.value)
+        value = typed if typed is not None else as_typed(error.value)
         return f"{prefix}{error.field}={value} is invalid: expected {error.allowed}"
     if isinstance(error, OverrideParseException):
         return unparsable_override(overrides) or " ".join(str(error).split())
@@ -175,6 +217,13 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     if isinstance(error, (OverrideParseException, ConfigCompositionException, OmegaConfBaseException)):
         return " ".join(str(error).split())
     return None
+
+
+def as_typed(value: Any) -> str:
+    """A value as it is written on the command line and in YAML: null, true, false, 'text', 3."""
+    if value is None or isinstance(value, bool):
+        return show_default(value)
+    return repr(value)
 
 
 def unparsable_override(overrides: Sequence[str]) -> Optional[str]:

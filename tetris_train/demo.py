@@ -152,8 +152,8 @@ class LiveBoard:
             time.sleep(self.delay)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Console entry point: the game, redrawn as it plays on a terminal, then its summary line."""
+def run_command(argv: Optional[Sequence[str]] = None) -> int:
+    """The demo command: the game, redrawn as it plays on a terminal, then its summary line."""
     from .cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, describe_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -208,6 +208,14 @@ def usage() -> str:
             "  env.<key>=value".ljust(40) + " one setting of the game (python -m tetris_train --help lists them)",
         ]
     )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point; output cut short by a closed pipe (``| head``) ends it quietly."""
+    from .cli import closed_pipe_exits
+
+    with closed_pipe_exits():
+        return run_command(argv)
 
 
 if __name__ == "__main__":

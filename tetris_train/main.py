@@ -55,6 +55,7 @@ def train_app(cfg: DictConfig) -> float:
 
 
 def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
+    from .agent import check_device
     from .checkpoints import CheckpointError
     from .replay import check_memory
     from .run_folder import find_continuation, resume_hint
@@ -63,6 +64,7 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
     with bad_input_exits(overrides):
         config = build_config(cfg, overrides)
         check_memory(config)
+        check_device(config)
         continuation = find_continuation(config, run_dir)
     if continuation is not None and continuation.finished is not None:
         log.info("%s holds this run, finished: not training it again", run_dir)
@@ -105,7 +107,11 @@ def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
 
 
 def check_training(cfg: DictConfig, overrides: list[str]) -> None:
-    """The checks of :func:`build_config`, run before Hydra writes anything."""
+    """The checks of :func:`build_config`, run before Hydra writes anything (for a single run)."""
+    for override in overrides:
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") == "hparams_search" and value not in ("", "null"):
+            raise ResumeError(f"{override}: a search runs as a multirun: python -m tetris_train -m {override} ...")
     build_config(cfg, overrides)
 
 

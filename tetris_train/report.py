@@ -473,8 +473,8 @@ def report(sweep: Path, out: Optional[Path] = None, console: Optional[Console] =
     return {"jobs": [j.row for j in jobs], "configurations": groups, "curves": curves, "out": out, "files": files}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Console entry point (``tetris-train-report``, ``python -m tetris_train.report``): exit status
+def run_command(argv: Optional[list[str]] = None) -> int:
+    """The report command (``tetris-train-report``, ``python -m tetris_train.report``): exit status
     0, or 2 with one line on stderr for a folder that is missing or holds no jobs."""
     invoked = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
@@ -491,6 +491,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point; output cut short by a closed pipe (``| head``) ends it quietly."""
+    from .cli import closed_pipe_exits
+
+    with closed_pipe_exits():
+        return run_command(argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .run_folder import (
     CheckpointStore,
     adopt_best,
     carry_over_history,
+    find_checkpoints,
     resume_hint,
     trim_history,
     write_atomic,
@@ -163,7 +164,12 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
         plot_learning_curve(run_dir / METRICS_FILE, history_file, run_dir / "learning_curve.png")
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, the newest checkpoint resumes
         summary.update(status="interrupted", stop_reason="aborted", objective=None)
-        log.warning("aborted; %s", resume_hint(run_dir))
+        saved = find_checkpoints(store.folder)
+        if saved:
+            summary.update(timesteps=saved[-1][0], checkpoint=str(saved[-1][1]))
+            log.warning("aborted at step %d; %s", saved[-1][0], resume_hint(run_dir))
+        else:
+            log.warning("aborted before the first checkpoint: nothing to resume, run the command again")
         raise
     except BaseException as error:
         summary.update(error=f"{type(error).__name__}: {error}")
