@@ -852,7 +852,7 @@ def _zstd() -> Any:
 def _raise_naming(error: BaseException, path: Path) -> None:
     """Raise ``error`` again; an OSError (a full disk, a read-only folder) names the checkpoint, not
     the temporary folder it was written in."""
-    if isinstance(error, OSError) and not isinstance(error, CheckpointError):
+    if isinstance(error, OSError):
         raise OSError(error.errno, error.strerror, str(path)) from None
     raise error
 

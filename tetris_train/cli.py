@@ -30,10 +30,10 @@ def run_app(
 ) -> None:
     """Run a ``@hydra.main`` app; a config that cannot be composed ends with one line and exit status 2.
 
-    With ``check`` (called with the composed config and the command line's overrides), a single
-    run's config (``--cfg`` included) is composed and checked first: bad input is refused before
-    Hydra writes a run folder and before the training stack loads. ``usage`` is the ``--help`` text.
-    """
+    With ``check`` (called with a composed config and its overrides), a single run's config
+    (``--cfg`` included) or every job's of a grid multirun is composed and checked first
+    (:func:`check_first`): bad input is refused before Hydra writes a folder and before the training
+    stack loads. ``usage`` is the ``--help`` text. Output cut short by a closed pipe ends quietly."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
     with closed_pipe_exits():
         if usage is not None and ({"--help", "-h"} & set(sys.argv[1:])):

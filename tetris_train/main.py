@@ -107,7 +107,8 @@ def build_config(cfg: DictConfig, overrides: list[str]) -> TrainingConfig:
 
 
 def check_training(cfg: DictConfig, overrides: list[str]) -> None:
-    """The checks of :func:`build_config`, run before Hydra writes anything (for a single run)."""
+    """The checks of :func:`build_config`, run before Hydra writes anything (a single run's config,
+    or each job's of a grid multirun)."""
     for override in overrides:
         name, _, value = override.partition("=")
         if name.lstrip("+~") == "hparams_search" and value not in ("", "null"):

@@ -164,7 +164,7 @@ class CheckpointStore:
         self.keep_last = keep_last
         self._last_written: Optional[tuple[tuple[int, ...], Path]] = None
         # wall time of the run's earlier stretches (None: unknown, a checkpoint from before it was
-        # recorded) and when this one started: each checkpoint records the run's total
+        # recorded) and when this one started, with the store: each checkpoint records the total
         self.seconds_before: Optional[float] = 0.0
         self.started = time.perf_counter()
 

@@ -61,8 +61,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
     store = CheckpointStore(run_dir, schedule.checkpoint_dir, schedule.keep_last)
     store.remove_leftovers()
 
-    started = time.perf_counter()
-    store.started = started
+    started = store.started  # this stretch of the run
     summary: dict[str, Any] = {
         "status": "running",
         "resumed_from": config.resume,
@@ -179,7 +178,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             wall_seconds=round(time.perf_counter() - started, 3), ended=time.time(), versions=package_versions()
         )
         if store.seconds_before is not None:
-            summary["wall_seconds_total"] = round(store.seconds_before + summary["wall_seconds"], 3)
+            summary["wall_seconds_total"] = store.wall_seconds_total()
         write_summary(run_dir, summary)
         logger = getattr(agent.model, "_logger", None) if agent is not None else None
         if logger is not None:

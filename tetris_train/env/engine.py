@@ -175,25 +175,24 @@ def _board_features(rows, heights, width, board_height, stack_top, n_filled, out
 
 
 @njit(cache=True)
-def _hole_features(rows, width, stack_top):
+def _hole_features(rows, heights, width, stack_top):
     """HOLE_FEATURES of a board: rows holding at least one hole (an empty cell with a filled one
     above it in its column), and the filled cells above each hole in its column, summed."""
-    above = np.zeros(width, np.int64)  # filled cells seen so far in each column, from the top
-    covered = 0  # columns with a filled cell above the current row
     rows_with_holes = 0
-    depth = 0
+    covered = 0  # columns with a filled cell above the current row
     for i in range(stack_top - 1, -1, -1):
-        row = rows[i]
-        holes = covered & ~row
-        if holes:
+        if covered & ~rows[i]:
             rows_with_holes += 1
-            for c in range(width):
-                if (holes >> c) & 1:
-                    depth += above[c]
-        for c in range(width):
-            if (row >> c) & 1:
-                above[c] += 1
-        covered |= row
+        covered |= rows[i]
+    depth = 0
+    for c in range(width):
+        bit = 1 << c
+        above = 0
+        for i in range(heights[c] - 1, -1, -1):
+            if rows[i] & bit:
+                above += 1
+            else:
+                depth += above
     return rows_with_holes, depth
 
 
@@ -232,7 +231,7 @@ def _afterstate_row(rows, heights, width, board_height, stack_top, n_filled, pie
         feats[base + N_PIECES * i + preview[i]] = 1.0
     extra = base + N_PIECES * preview.shape[0]
     if out.shape[0] > extra and lines != TOPPED_OUT:  # HOLE_FEATURES, where the layout holds them
-        feats[extra], feats[extra + 1] = _hole_features(tmp_rows, width, new_top)
+        feats[extra], feats[extra + 1] = _hole_features(tmp_rows, tmp_heights, width, new_top)
     for f in range(out.shape[0]):
         out[f] = feats[f] / scale[f]
 
