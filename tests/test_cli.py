@@ -92,6 +92,9 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         ("-m schedule=smoke agent.gamma=0.9,2", ["agent.gamma=2 is invalid", "0 < gamma <= 1"]),
         ("-m schedule=smoke,fast", ["schedule=fast: no such option"]),
         ("hparams_search=dqn_optuna", ["hparams_search=dqn_optuna: a search runs as a multirun", "-m"]),
+        ("-m --cfg job", ["Only one of --run, --multirun, --cfg"]),
+        ("-m hparams_search=dqn_optuna hydra.sweeper.n_trials=0", ["hydra.sweeper.n_trials=0", "integer >= 1"]),
+        ("-m hparams_search=dqn_optuna hydra/sweeper/pruner=gone", ["hydra/sweeper/pruner=gone", "median"]),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):
@@ -134,9 +137,9 @@ def test_a_missing_plugin_names_the_extra_to_install():
 
     from tetris_train.cli import describe_error
 
-    error = MissingConfigException("missing", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
+    error = MissingConfigException("missing", missing_cfg_file="hydra/launcher/joblib", options=["basic"])
     message = describe_error(error)
-    assert message.startswith("hydra/sweeper=optuna: no such option") and "tetris-train[sweep]" in message
+    assert message.startswith("hydra/launcher=joblib: no such option") and "tetris-train[sweep]" in message
 
 
 def test_target_lines_stops_the_run_and_says_why(tmp_path):

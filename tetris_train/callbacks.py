@@ -163,6 +163,45 @@ class TargetLinesCallback(BoundaryCallback):
             self.control.request("target_lines")
 
 
+class CapCallback(BoundaryCallback):
+    """Asks to stop once the last ``evaluations`` evaluations played every game to the piece cap:
+    the run can no longer show progress on its evaluation games."""
+
+    def __init__(self, evaluation: EvalCallback, evaluations: int, control: StopControl):
+        super().__init__()
+        self.evaluation, self.evaluations, self.control = evaluation, evaluations, control
+
+    def _on_boundary(self) -> None:
+        recent = self.evaluation.history[-self.evaluations :]
+        if len(recent) == self.evaluations and all(entry.get("reached_cap") == 1.0 for entry in recent):
+            if self.control.reason is None:
+                step = recent[-1]["timesteps"]
+                log.info("step %d: %d evaluations in a row at the piece cap: stopping", step, len(recent))
+            self.control.request("capped")
+
+
+class PruningCallback(BoundaryCallback):
+    """Reports the run's objective so far to its search trial after each evaluation, and asks to
+    stop (as ``pruned``) when the study's pruner says the trial cannot catch up."""
+
+    def __init__(self, evaluation: EvalCallback, reporter: Any, objective: str, control: StopControl):
+        super().__init__()
+        self.evaluation, self.reporter, self.objective, self.control = evaluation, reporter, objective, control
+        self.reported = 0
+
+    def _on_boundary(self) -> None:
+        history = self.evaluation.history
+        if len(history) == self.reported:
+            return
+        self.reporter.report_history(history, self.objective, start=self.reported)  # all of a continued run's
+        self.reported = len(history)
+        if self.reporter.should_prune():
+            step = history[-1]["timesteps"]
+            log.info("step %d: the search's pruner stops this trial", step)
+            self.reporter.mark_pruned(step)
+            self.control.request("pruned")
+
+
 class CheckpointCallback(BoundaryCallback):
     """Periodic checkpoints every ``every`` steps; on a stop request, one last checkpoint, then
     :class:`StopTraining`.

@@ -17,7 +17,7 @@ EXIT_BAD_INPUT = 2
 EXIT_JOBS_FAILED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 # options that Hydra's sweeper and launcher plugins add (pyproject.toml's sweep extra)
-PLUGIN_OPTIONS = ("optuna", "joblib", "submitit_local", "submitit_slurm")
+PLUGIN_OPTIONS = ("joblib", "submitit_local", "submitit_slurm")
 GROUPS: dict[str, Any] = {"agent": AgentConfig, "env": EnvConfig, "schedule": ScheduleConfig}
 
 
@@ -63,10 +63,10 @@ def run_checked(
         print(f"error: {error}{where}", file=sys.stderr)
         sys.exit(EXIT_JOBS_FAILED)
     except ValueError as error:
-        if str(error) != "Record does not exist.":  # optuna's study.best_trial when no trial completed
+        if not str(error).startswith("Only one of --run, --multirun"):  # Hydra's answer to -m --cfg and the like
             raise
-        print("error: no trial of the search finished; the job folders' summary.json say why", file=sys.stderr)
-        sys.exit(EXIT_JOBS_FAILED)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     except (HydraException, OmegaConfBaseException) as error:
         message = describe_error(error, sys.argv[1:], schema)
         if message is None:
@@ -181,7 +181,7 @@ def describe_error(error: BaseException, overrides: Sequence[str] = (), schema: 
     if str(error).startswith("BasicSweeper does not support sweep type"):
         return (
             f"{error}: interval(), tag() and the like need an Optuna search "
-            f"(hparams_search=dqn_optuna or hydra/sweeper=optuna)"
+            f"(hparams_search=dqn_optuna or hydra/sweeper=optuna_search)"
         )
     if isinstance(error, ConfigError):
         prefix = {"AgentConfig": "agent.", "EnvConfig": "env.", "ScheduleConfig": "schedule."}.get(error.owner, "")

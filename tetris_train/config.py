@@ -16,6 +16,7 @@ from .validation import ConfigError, check, is_int, is_number
 POLICIES = ("afterstate", "MlpPolicy")
 EPISODE_WINDOW = 100  # finished episodes SB3 keeps for its statistics (stats_window_size)
 DEVICES = ("auto", "cpu", "cuda")
+OBJECTIVES = ("best", "mean")  # ScheduleConfig.objective; computed in tetris_train/objective.py
 
 
 @dataclass
@@ -148,6 +149,10 @@ class ScheduleConfig:
         log_interval: steps between rows of metrics.csv.
         tensorboard: write TensorBoard event files.
         progress_bar: show a progress bar; null: when the output is a terminal.
+        objective: what the run's objective (a search's value to maximise) measures: best (mean lines of
+            the best evaluation) or mean (mean of every evaluation's mean lines: the area under the
+            learning curve, which rewards learning early).
+        stop_at_cap: stop once this many evaluations in a row played every game to the piece cap; 0: never.
     """
 
     max_timesteps: int = 500_000
@@ -163,10 +168,15 @@ class ScheduleConfig:
     log_interval: int = 1_000
     tensorboard: bool = True
     progress_bar: Optional[bool] = None
+    objective: str = "best"
+    stop_at_cap: int = 0
 
     def __post_init__(self) -> None:
         def _check(ok: bool, name: str, allowed: str) -> None:
             check(ok, "ScheduleConfig", name, getattr(self, name), allowed)
+
+        _check(self.objective in OBJECTIVES, "objective", " or ".join(OBJECTIVES))
+        _check(is_int(self.stop_at_cap) and self.stop_at_cap >= 0, "stop_at_cap", "an integer >= 0 (0: never)")
 
         for name in ("max_timesteps", "checkpoint_freq", "eval_episodes", "log_interval"):
             _check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "an integer > 0")
@@ -311,7 +321,7 @@ class TrainingConfig:
 _KEYS_ADDED = {
     "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1},
     "env": {"randomizer": "bag", "hole_features": False},
-    "schedule": {"eval_max_pieces": None},
+    "schedule": {"eval_max_pieces": None, "objective": "best", "stop_at_cap": 0},
 }
 
 
@@ -335,3 +345,14 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="training_schema", node=TrainingConfig)
     register_resolvers()
+    register_search_plugin()
+
+
+def register_search_plugin() -> None:
+    """Register the ``optuna_search`` sweeper with Hydra directly: Hydra's own scan of the
+    ``hydra_plugins`` namespace misses it in an editable install."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.tetris_train_search import OptunaSearch
+
+    Plugins.instance().register(OptunaSearch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from .config import TrainingConfig, register_configs
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 log = logging.getLogger(__name__)
-# optuna 2.10 (pinned with the Optuna sweeper, see README "Sweeps") warns about SQLAlchemy 2 on import
-os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
 register_configs()
 
@@ -59,6 +56,7 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
     from .checkpoints import CheckpointError
     from .replay import check_memory
     from .run_folder import find_continuation, resume_hint
+    from .search import TrialReporter
     from .train import run_training
 
     with bad_input_exits(overrides):
@@ -66,15 +64,18 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
         check_memory(config)
         check_device(config)
         continuation = find_continuation(config, run_dir)
+    trial = TrialReporter.from_hydra()  # this job's trial, in an Optuna search
     if continuation is not None and continuation.finished is not None:
         log.info("%s holds this run, finished: not training it again", run_dir)
+        if trial is not None:
+            trial.replay(run_dir, continuation.finished, config.schedule.objective)
         return continuation.objective
     if continuation is not None:
         log.info("%s holds this run, unfinished: continuing from %s", run_dir, continuation.checkpoint)
         config = dataclasses.replace(config, resume=str(continuation.checkpoint))
     with bad_input_exits(overrides, kinds=(CheckpointError,)):  # a checkpoint that is whole but unreadable
         try:
-            result = run_training(config, run_dir)
+            result = run_training(config, run_dir, trial=trial)
         except OSError as error:
             if error.errno not in WRITE_ERRORS:
                 raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from .objective import SOURCES, objective_of
 from .run_folder import process_alive, read_summary
 from .sweeps import shorten_number
 
@@ -52,6 +53,7 @@ STATISTICS = ("objective", "best_mean_lines", "final_mean_lines", "steps_per_s",
 USUAL_STOP = {"finished": "max_timesteps", "interrupted": "interrupted"}
 LAST_STRETCH = "last stretch"  # timing of a resumed job whose summary has no totals over its stretches
 LAST_STRETCH_MARK = "*"
+LABELLED_CURVES = 10  # configurations named in the learning curves' legend (the best ones)
 
 
 @dataclass
@@ -63,6 +65,18 @@ class Job:
     row: dict[str, Any] = field(default_factory=dict)
 
     varying: tuple[str, ...] = ()  # the override keys whose values differ between the sweep's jobs
+
+    @property
+    def objective(self) -> str:
+        """The run's schedule.objective, from its config.yaml (best where it is unreadable)."""
+        import yaml
+
+        try:
+            config = yaml.safe_load((self.folder / "config.yaml").read_text())
+            kind = config["schedule"].get("objective", "best")
+        except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+            return "best"
+        return kind if kind in SOURCES else "best"
 
     @property
     def configuration_overrides(self) -> list[str]:
@@ -185,8 +199,8 @@ def job_row(job: Job) -> dict[str, Any]:
     final = as_dict(summary.get("final_evaluation"))
     seed = next((o.split("=", 1)[1] for o in job.overrides if o.split("=", 1)[0] == SEED_KEY), summary.get("seed"))
     objective = summary.get("objective")
-    if objective is None and best:
-        objective = best.get("mean_lines")  # so far, for a job still running
+    if objective is None and evaluations and job_status(job) != "interrupted":
+        objective = objective_of(evaluations, job.objective)  # so far, for a job still running
     steps_per_s, wall_seconds, timing = timing_of(summary)
     return {
         "job": job.folder.name,
@@ -274,12 +288,48 @@ def status_text(row: dict[str, Any]) -> str:
     return text + (f": {row['error']}" if row["error"] else "")
 
 
+def objective_column(jobs: list[Job]) -> str:
+    """``best`` where every job's objective is its best evaluation (the default), else ``objective``."""
+    sources = {j.summary.get("objective_source") for j in jobs} - {None}
+    return "best" if sources <= {SOURCES["best"]} else "objective"
+
+
+def objective_legend(jobs: list[Job]) -> str:
+    column = objective_column(jobs)
+    if column == "best":
+        return "best: mean lines of the best evaluation (the objective)"
+    sources = sorted({str(j.summary.get("objective_source")) for j in jobs if j.summary.get("objective_source")})
+    return f"objective: {' / '.join(sources)} (schedule.objective), in mean lines"
+
+
+def search_results(sweep: Path) -> Optional[str]:
+    """The Optuna search's outcome from ``optimization_results.yaml``: its best trial and the
+    command that trains that configuration again; None for a sweep without one."""
+    import yaml
+
+    try:
+        results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(results, dict) or "best_value" not in results:
+        return None
+    counts = as_dict(results.get("trials"))
+    tally = ", ".join(f"{counts[k]} {k}" for k in ("complete", "pruned", "failed") if counts.get(k))
+    text = f"search: best trial {results.get('best_trial', '?')}, objective {fmt_lines(results['best_value'])}"
+    text += f" ({tally})" if tally else ""
+    if results.get("command"):
+        text += f"; to train it again: {results['command']}"
+    return text
+
+
 def config_header(prefix: str) -> str:
     return f"{prefix}*" if prefix else "config"
 
 
-def config_table(rows: list[dict[str, Any]], prefix: str = "") -> tuple[list[str], list[list[str]]]:
-    header = [config_header(prefix), "status", "best", "final", "steps/s", "wall"]
+def config_table(
+    rows: list[dict[str, Any]], prefix: str = "", objective: str = "best"
+) -> tuple[list[str], list[list[str]]]:
+    header = [config_header(prefix), "status", objective, "final", "steps/s", "wall"]
     body = [
         [
             " ".join(shorten_number(without_prefix(o, prefix)) for o in r["overrides"]) or r["label"],
@@ -294,7 +344,7 @@ def config_table(rows: list[dict[str, Any]], prefix: str = "") -> tuple[list[str
 
 
 def job_table(jobs: list[Job], order: list[str], prefix: str = "") -> tuple[list[str], list[list[str]]]:
-    header = [config_header(prefix), "seed", "status", "best", "final (min-max)", "steps/s", "wall"]
+    header = [config_header(prefix), "seed", "status", objective_column(jobs), "final (min-max)", "steps/s", "wall"]
     ranked = sorted(jobs, key=lambda j: (order.index(j.configuration), str(j.row["seed"])))
     body = []
     for job in ranked:
@@ -392,15 +442,22 @@ def curves_figure(jobs: list[Job], order: list[str]) -> Optional[Figure]:
     prefix = shared_prefix([o for job, *_ in curves for o in job.configuration_overrides])
     labels = [job.label(prefix) for job, *_ in curves]
     labels = [label if len(label) <= 80 else label[:77] + "..." for label in labels]
-    rows = math.ceil(len(labels) / legend_columns(labels, 9))
+    named = labels[:LABELLED_CURVES]  # the best configurations; the others are drawn thin and grey
+    rows = math.ceil((len(named) + (len(labels) > len(named))) / legend_columns(named, 9))
     fig = new_figure(9, 4.5 + 0.25 * rows)
     ax = fig.add_subplot()
-    for label, (_, steps, mean, std) in zip(labels, curves):
-        (line,) = ax.plot(steps, mean, "o-", markersize=3, label=label)
+    for n, (label, (job, steps, mean, std)) in enumerate(zip(labels, curves)):
+        style = "--" if job.row["status"] == "pruned" else "-"
+        if n >= LABELLED_CURVES:
+            others = f"{len(labels) - n} more configurations" if n == LABELLED_CURVES else None
+            ax.plot(steps, mean, style, color="0.6", linewidth=0.8, label=others)
+            continue
+        (line,) = ax.plot(steps, mean, "o" + style, markersize=3, label=label)
         ax.fill_between(steps, np.maximum(mean - std, 0), mean + std, color=line.get_color(), alpha=0.15)
     style_lines_axes(ax, [float(v) for _, _, mean, std in curves for v in mean + std])
     ax.set_ylabel("evaluation mean lines")
-    ax.set_title("learning curves by configuration (mean ± std over seeds)")
+    pruned = " (dashed: pruned trials)" if any(job.row["status"] == "pruned" for job, *_ in curves) else ""
+    ax.set_title(f"learning curves by configuration, best first (mean ± std over seeds){pruned}")
     legend_below(fig, ax, title=f"{prefix}*" if prefix else None)
     return fig
 
@@ -444,12 +501,17 @@ def report(sweep: Path, out: Optional[Path] = None, console: Optional[Console] =
     say(f"{sweep}: {len(jobs)} jobs, {len(groups)} configurations")
     say(f"every job: {common}")
     tables = {
-        "configurations, best first (lines per game: mean ± std over seeds)": config_table(groups, prefix),
+        "configurations, best first (lines per game: mean ± std over seeds)": config_table(
+            groups, prefix, objective_column(jobs)
+        ),
         "jobs": job_table(jobs, order, prefix),
     }
     for title, (header, body) in tables.items():
         console.print(rich_table(title, header, body, width), crop=width is not None)
-    say("best: mean lines of the best evaluation (the objective); final: of the final evaluation")
+    say(f"{objective_legend(jobs)}; final: of the final evaluation")
+    search = search_results(sweep)
+    if search is not None:
+        say(search)
     if any(j.row["timing"] == LAST_STRETCH for j in jobs):
         say(f"{LAST_STRETCH_MARK} resumed job: steps/s and wall time of its last stretch only")
 
@@ -458,10 +520,14 @@ def report(sweep: Path, out: Optional[Path] = None, console: Optional[Console] =
     config_columns = ["configuration", "jobs", "seeds", "status"] + [c for k in STATISTICS for c in (k, f"{k}_std")]
     write_csv(files[1], groups, config_columns + ["timing"])
     text = (
-        f"# Sweep report: {sweep}\n\nBest configuration first; best = objective = mean lines of each run's best "
-        f"evaluation. Overrides of every job: `{common}`.\n"
+        f"# Sweep report: {sweep}\n\nBest configuration first; {objective_legend(jobs)}. "
+        f"Overrides of every job: `{common}`.\n"
     )
-    text += "\n## Configurations (mean ± std over seeds)\n\n" + markdown(*config_table(groups))
+    if search is not None:
+        text += f"\n{search}\n"
+    text += "\n## Configurations (mean ± std over seeds)\n\n" + markdown(
+        *config_table(groups, objective=objective_column(jobs))
+    )
     text += "\n## Jobs\n\n" + markdown(*job_table(jobs, order))
     files[2].write_text(text)
     curves = plot_curves(jobs, order, out / "learning_curves.png")

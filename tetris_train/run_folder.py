@@ -316,19 +316,30 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
             f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
             f"one command per run folder at a time"
         )
-    if summary.get("status") == "finished" and (
-        summary.get("timesteps", 0) >= config.schedule.max_timesteps
-        or (summary.get("stop_reason") == "target_lines" and config.schedule.target_lines == previous_target(previous))
+    if summary.get("status") == "pruned" or (
+        summary.get("status") == "finished"
+        and (
+            summary.get("timesteps", 0) >= config.schedule.max_timesteps
+            or any(
+                summary.get("stop_reason") == reason
+                and previous_schedule(previous, key) == getattr(config.schedule, key)
+                for reason, key in EARLY_STOPS.items()
+            )
+        )
     ):
-        return Continuation(finished=summary)
+        return Continuation(finished=summary)  # a pruned trial is over: it never continues
     try:
         return Continuation(checkpoint=resolve_checkpoint(run_dir))
     except FileNotFoundError:
         return None  # nothing saved yet: start again
 
 
-def previous_target(previous: dict[str, Any]) -> Any:
-    return (previous.get("schedule") or {}).get("target_lines")
+# a run stopped early for these reasons is finished as long as the setting that stopped it is unchanged
+EARLY_STOPS = {"target_lines": "target_lines", "capped": "stop_at_cap"}
+
+
+def previous_schedule(previous: dict[str, Any], key: str) -> Any:
+    return (complete_saved_config(previous).get("schedule") or {}).get(key)
 
 
 def diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -16,11 +16,20 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .agent import TetrisAgent
-from .callbacks import CheckpointCallback, EvalCallback, MetricsCallback, TargetLinesCallback, recent_episodes
+from .callbacks import (
+    CapCallback,
+    CheckpointCallback,
+    EvalCallback,
+    MetricsCallback,
+    PruningCallback,
+    TargetLinesCallback,
+    recent_episodes,
+)
 from .checkpoints import read_metadata
 from .config import TrainingConfig
 from .env import make_env
 from .metrics import configure_logger
+from .objective import SOURCES, objective_of, planned_evaluations
 from .plots import plot_learning_curve
 from .run_folder import (
     CONFIG_FILE,
@@ -45,14 +54,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
-    status: str  # finished | interrupted
-    stop_reason: str  # max_timesteps | target_lines | interrupted
-    objective: float  # mean lines of the best evaluation (nan if interrupted)
+    status: str  # finished | pruned | interrupted
+    stop_reason: str  # max_timesteps | target_lines | capped | pruned | interrupted
+    objective: float  # schedule.objective of the run's evaluations (nan if interrupted)
     checkpoint: Path
     summary: dict[str, Any]
 
 
-def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
+def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> RunResult:
+    """Train ``config`` in ``run_dir``; ``trial`` (a :class:`tetris_train.search.TrialReporter`)
+    receives the objective after each evaluation and may stop the run as pruned."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     schedule = config.schedule
@@ -100,9 +111,13 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             schedule.eval_seed,
         )
         metrics = MetricsCallback(schedule.log_interval, agent)  # after evaluation: its row carries eval/*
-        goal = []
+        stops = []  # callbacks that ask the run to stop early
         if schedule.target_lines:
-            goal.append(TargetLinesCallback(schedule.target_lines, schedule.target_window, control))
+            stops.append(TargetLinesCallback(schedule.target_lines, schedule.target_window, control))
+        if schedule.stop_at_cap:
+            stops.append(CapCallback(evaluation, schedule.stop_at_cap, control))
+        if trial is not None:
+            stops.append(PruningCallback(evaluation, trial, schedule.objective, control))
         checkpoints = CheckpointCallback(agent, store, schedule.checkpoint_freq, control)  # last: serves stops
 
         progress_bar = sys.stdout.isatty() if schedule.progress_bar is None else schedule.progress_bar
@@ -111,7 +126,7 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             if remaining > 0:
                 log.info("training %d steps (to %d) in %s", remaining, schedule.max_timesteps, run_dir)
                 agent.train(
-                    remaining, [evaluation, metrics, *goal, checkpoints], progress_bar=progress_bar, log_interval=None
+                    remaining, [evaluation, metrics, *stops, checkpoints], progress_bar=progress_bar, log_interval=None
                 )
             train_seconds = time.perf_counter() - started
             if checkpoints.stopped_at is not None:
@@ -144,15 +159,17 @@ def run_training(config: TrainingConfig, run_dir: Path) -> RunResult:
             if len(evaluation.history) > evaluated:
                 metrics.record()  # the new evaluation's row
             best = evaluation.best
+            planned = planned_evaluations(schedule.max_timesteps, schedule.eval_freq) if reason == "capped" else None
             summary.update(
-                status="finished",
-                objective=best["mean_lines"],
-                objective_source="best evaluation",
+                status="pruned" if reason == "pruned" else "finished",
+                objective=objective_of(evaluation.history, schedule.objective, planned),
+                objective_source=SOURCES[schedule.objective],
                 best=best,
                 final_evaluation=final,
             )
             log.info(
-                "finished (%s) at step %d: final evaluation %.1f lines, best %.1f (step %d), %d games each",
+                "%s (%s) at step %d: final evaluation %.1f lines, best %.1f (step %d), %d games each",
+                summary["status"],
                 reason,
                 trained_to,
                 final["mean_lines"],

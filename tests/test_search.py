@@ -1,0 +1,210 @@
+"""The Optuna search (hydra/sweeper=optuna_search): its search space, its refusals, pruning as real
+`-m` searches run it, stopping at the piece cap, and the objective."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_cli import run_cli
+from tests.test_sweeps import optuna_trials, summaries
+from tetris_train.objective import objective_of, planned_evaluations
+
+TINY = ["schedule=smoke"]  # 2,000 steps, an evaluation of 2 games every 1,000
+DATA = Path(__file__).parent / "data"
+
+
+def search(sweep: Path, *extra: str) -> list[str]:
+    return ["-m", "hparams_search=dqn_optuna", *TINY, f"hydra.sweep.dir={sweep}", *extra]
+
+
+# --- the search space ------------------------------------------------------------------------
+
+
+def test_search_space_reads_hydra_sweep_expressions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from tetris_train.search import search_space
+
+    space, fixed = search_space(
+        [
+            "agent.learning_rate=tag(log, interval(1e-4, 1e-2))",
+            "agent.gamma=interval(0.9, 0.99)",
+            "agent.batch_size=choice(64, 128)",
+            "agent.net_arch=choice('[32,32]', '[64,64]')",
+            "agent.target_update_interval=range(100, 1000, 300)",
+            "agent.train_freq=int(interval(1, 8))",
+            "schedule=smoke",
+            "seed=3",
+        ]
+    )
+    assert space["agent.learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["agent.gamma"] == FloatDistribution(0.9, 0.99)
+    assert space["agent.batch_size"] == CategoricalDistribution([64, 128])
+    assert space["agent.net_arch"] == CategoricalDistribution(["[32,32]", "[64,64]"])
+    assert space["agent.target_update_interval"] == IntDistribution(100, 700, step=300)  # Hydra's stop is exclusive
+    assert space["agent.train_freq"] == IntDistribution(1, 8)
+    assert fixed == ["schedule=smoke", "seed=3"]
+
+
+@pytest.mark.parametrize(
+    "argument, must_say",
+    [
+        ("agent.gamma=interval(0.99, 0.9)", "expected start < end"),
+        ("agent.learning_rate=tag(log, interval(0, 1))", "start > 0 on a log scale"),
+        ("agent.batch_size=range(8, 8)", "the range holds no value"),
+        ("agent.gamma=interval(0.9,", "agent.gamma=interval(0.9,"),
+    ],
+)
+def test_a_search_space_that_cannot_be_sampled_is_refused(argument, must_say, capsys):
+    from tetris_train.cli import BadInputExit
+    from tetris_train.search import search_space
+
+    with pytest.raises(BadInputExit):
+        search_space([argument])
+    assert must_say in capsys.readouterr().err
+
+
+def test_samplers_and_pruners_come_only_from_optuna(tmp_path):
+    result = run_cli(tmp_path, *search(tmp_path / "sweep", "hydra.sweeper.sampler._target_=os.system"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: hydra.sweeper.sampler._target_=os.system: expected a class of optuna.samplers"
+    ]
+    assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").glob("*/summary.json"))
+
+
+def test_pruning_without_a_stored_study_is_refused(tmp_path):
+    result = run_cli(tmp_path, *search(tmp_path / "sweep", "hydra.sweeper.storage=null"))
+    assert result.returncode == 2
+    assert "pruning needs a stored study" in result.stderr and "hydra/sweeper/pruner=none" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path):
+    # tests/data/optuna-2.10.db: a 2-trial study written by optuna 2.10.1 (the version this project used before)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(DATA / "optuna-2.10.db", sweep / "optuna.db")
+    before = (sweep / "optuna.db").read_bytes()
+    result = run_cli(tmp_path, *search(sweep))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "stored by another Optuna version" in line and "2.10.1" in line
+    assert f"optuna storage upgrade --storage sqlite:///{sweep}/optuna.db" in line
+    assert (sweep / "optuna.db").read_bytes() == before  # left as it was
+    assert sorted(p.name for p in sweep.iterdir()) == ["optuna.db"]
+
+
+# --- pruning -----------------------------------------------------------------------------------
+
+
+def test_a_pruned_trial_stops_is_recorded_as_pruned_and_is_never_resumed(tmp_path):
+    from optuna.trial import TrialState
+
+    sweep = tmp_path / "sweep"
+    command = search(
+        sweep,
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.params=null",
+        "schedule.max_timesteps=choice(2000,6000)",
+        # prunes every trial that reports at or past 3,000 steps: only the longer trials get there
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "+hydra.sweeper.pruner.lower=1000000",
+        "hydra.sweeper.pruner.n_warmup_steps=3000",
+    )
+    result = run_cli(tmp_path, *command)
+    assert result.returncode == 0, result.stderr
+    trials = optuna_trials(sweep)
+    assert len(trials) == 4
+    lengths = {t.number: t.params["schedule.max_timesteps"] for t in trials}
+    assert set(lengths.values()) == {2000, 6000}  # this seed draws both
+    for trial in trials:
+        if lengths[trial.number] == 6000:
+            assert trial.state == TrialState.PRUNED
+            assert sorted(trial.intermediate_values) == [1000, 2000, 3000]
+            assert trial.user_attrs["pruned_at"] == 3000
+        else:
+            assert trial.state == TrialState.COMPLETE and trial.value is not None
+    runs = summaries(sweep)
+    for name, summary in runs.items():
+        if "max_timesteps=6000" in name:
+            assert (summary["status"], summary["stop_reason"], summary["timesteps"]) == ("pruned", "pruned", 3000)
+        else:
+            assert (summary["status"], summary["timesteps"]) == ("finished", 2000)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    pruned = sum(length == 6000 for length in lengths.values())
+    assert results["trials"] == {"complete": 4 - pruned, "pruned": pruned, "failed": 0}
+    assert results["command"].startswith("python -m tetris_train schedule.max_timesteps=2000 ")
+    assert "hparams_search" not in results["command"]
+
+    report = subprocess.run([sys.executable, "-m", "tetris_train.report", str(sweep)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("pruned") >= pruned
+    assert f"search: best trial {results['best_trial']}" in report.stdout
+    assert f"to train it again: {results['command']}" in report.stdout
+
+    again = run_cli(tmp_path, *command)  # the same search again: every trial counts, nothing is trained
+    assert again.returncode == 0, again.stderr
+    assert "already holds 4 finished trials of 4" in again.stdout + again.stderr
+    assert len(optuna_trials(sweep)) == 4
+    assert summaries(sweep) == runs
+
+
+# --- stopping at the piece cap and the objective ---------------------------------------------
+
+
+def test_a_run_stops_once_its_evaluations_reach_the_piece_cap(tmp_path):
+    run = tmp_path / "run"
+    command = [
+        *TINY,
+        "schedule.max_timesteps=6000",
+        "env.max_pieces=5",  # every evaluation game reaches the cap
+        "schedule.stop_at_cap=2",
+        "schedule.objective=mean",
+        f"hydra.run.dir={run}",
+    ]
+    result = run_cli(tmp_path, *command)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["stop_reason"], summary["timesteps"]) == ("finished", "capped", 2000)
+    evaluations = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert [e["reached_cap"] for e in evaluations] == [1.0, 1.0]
+    assert summary["objective"] == pytest.approx(objective_of(evaluations, "mean", planned=6))
+    assert summary["objective_source"] == "mean of evaluations"
+
+    again = run_cli(tmp_path, *command)  # finished: not trained again
+    assert again.returncode == 0 and "finished: not training it again" in again.stdout + again.stderr
+    later = run_cli(tmp_path, *command[:-2], "schedule.stop_at_cap=0", f"hydra.run.dir={run}")
+    assert later.returncode == 0, later.stderr  # without the stop, the run goes on to max_timesteps
+    assert json.loads((run / "summary.json").read_text())["timesteps"] == 6000
+
+
+def test_the_objective_of_evaluations():
+    history = [{"mean_lines": v} for v in (10.0, 40.0, 30.0)]
+    assert objective_of(history, "best") == 40.0
+    assert objective_of(history, "mean") == pytest.approx(80 / 3)
+    assert objective_of(history, "mean", planned=5) == pytest.approx((80 + 60) / 5)  # carried at its last value
+    assert objective_of(history, "best", planned=5) == 40.0
+    assert objective_of([], "mean") is None
+    assert planned_evaluations(500_000, 25_000) == 20
+    assert planned_evaluations(6_000, 4_000) == 2  # one at 4,000, one at the end
+    assert planned_evaluations(6_000, 0) == 1
+
+
+@pytest.mark.parametrize(
+    "override, must_say",
+    [
+        ("schedule.objective=area", "schedule.objective=area is invalid: expected best or mean"),
+        ("schedule.stop_at_cap=-1", "schedule.stop_at_cap=-1 is invalid: expected an integer >= 0"),
+    ],
+)
+def test_bad_early_stop_settings_are_refused(tmp_path, override, must_say):
+    result = run_cli(tmp_path, override)
+    assert result.returncode == 2 and must_say in result.stderr

@@ -1,0 +1,406 @@
+"""Optuna searches: the Hydra sweeper that asks a stored study for trials, and the job's side of a
+trial (reporting its evaluations, stopping when the pruner says so).
+
+The sweeper (``hydra/sweeper=optuna_search``, the plugin in ``hydra_plugins/tetris_train_search``)
+reads its search space in Hydra's override grammar (``choice``, ``range``, ``interval``,
+``tag(log, ...)``), as Hydra's own Optuna sweeper does, and runs each batch of trials through the
+configured launcher. Each job learns its trial number from ``hydra.sweeper.trial``, reports every
+evaluation's objective so far to the study, and stops as ``pruned`` when the study's pruner says so.
+A search is resumable: trials cut off by an interruption are asked for again with the same
+parameters (their jobs continue from their checkpoints), finished and pruned ones count.
+
+Nothing here imports optuna at module level: Hydra imports every sweeper plugin on each command.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from .cli import BadInputExit, JobFailed, unparsable_override
+
+log = logging.getLogger(__name__)
+
+SWEEPER_TARGET = "hydra_plugins.tetris_train_search.OptunaSearch"
+INTERRUPTED = "interrupted"  # user attribute of a trial cut off by an interruption
+PRUNED_AT = "pruned_at"  # user attribute: the step at which the job stopped as pruned
+# what a sampler's or pruner's _target_ may name: nothing from a config file runs other code
+ALLOWED_TARGETS = {"sampler": "optuna.samplers.", "pruner": "optuna.pruners."}
+OPTUNA_MISSING = "an Optuna search needs optuna: pip install 'tetris-train[sweep]'"
+
+
+@dataclass
+class OptunaSearchConfig:
+    """Settings of ``hydra/sweeper=optuna_search`` (``hydra.sweeper.*``).
+
+    Attributes:
+        sampler: Optuna sampler, as ``_target_`` (a class in ``optuna.samplers``) and its arguments.
+        pruner: Optuna pruner fed by the trials' evaluations (a class in ``optuna.pruners``); null: none.
+        direction: maximize or minimize the jobs' objective.
+        storage: database URL of the study (sqlite:///..., postgresql://...); null keeps it in memory.
+        study_name: name of the study in the storage.
+        n_trials: trials of the whole search, counting those a resumed search already ran.
+        n_jobs: trials launched together in one batch (run at once by a parallel launcher).
+        max_failure_rate: fraction of a batch's trials that may fail before the search stops.
+        params: search space, key: Hydra sweep expression (choice, range, interval, tag(log, ...)).
+        trial: set by the search in each job (the job's trial number); leave unset.
+    """
+
+    _target_: str = SWEEPER_TARGET
+    _recursive_: bool = False  # sampler and pruner reach the sweeper as configs; build() makes them
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "none"}])
+    sampler: Any = None
+    pruner: Any = None
+    direction: str = "maximize"
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    n_trials: int = 20
+    n_jobs: int = 1
+    max_failure_rate: float = 0.0
+    params: Optional[dict[str, str]] = None
+    trial: Optional[int] = None
+
+
+def refuse(message: str) -> BadInputExit:
+    """A search setting that cannot work: printed as one line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return BadInputExit(message)
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise refuse(OPTUNA_MISSING) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def build(kind: str, spec: Any) -> Any:
+    """The sampler or pruner a config describes (``_target_`` in optuna's own modules only)."""
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec or {})
+    if not spec:  # hydra/sweeper/pruner=none leaves an empty node
+        return None
+    target = spec.pop("_target_", None)
+    prefix = ALLOWED_TARGETS[kind]
+    if not isinstance(target, str) or not target.startswith(prefix):
+        raise refuse(f"hydra.sweeper.{kind}._target_={target}: expected a class of {prefix.rstrip('.')}")
+    import importlib
+
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise refuse(f"hydra.sweeper.{kind}._target_={target}: no such class in {module_name}") from None
+    try:
+        return cls(**spec)
+    except (TypeError, ValueError) as error:
+        raise refuse(f"hydra.sweeper.{kind} ({target}): {error}") from None
+
+
+# --- the search space --------------------------------------------------------------------------
+
+
+def search_space(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Optuna distributions of the sweep expressions among ``arguments``, and the other overrides
+    (fixed for every trial). ``agent.lr=tag(log, interval(1e-4, 1e-2))`` -> FloatDistribution(log)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+    except HydraException as error:
+        raise refuse(unparsable_override(arguments) or " ".join(str(error).split())) from None
+    space: dict[str, Any] = {}
+    fixed: list[str] = []
+    for override in parsed:
+        if override.is_sweep_override():
+            space[override.get_key_element()] = distribution(override)
+        else:
+            fixed.append(override.input_line)
+    return space, fixed
+
+
+def distribution(override: Any) -> Any:
+    from hydra.core.override_parser.types import Transformer
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    key, sweep = override.get_key_element(), override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and sweep.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():
+        values = list(override.sweep_iterator())
+        if not values:
+            raise refuse(f"{override.input_line}: the range holds no value")
+        if all(isinstance(v, int) for v in values):
+            step = values[1] - values[0] if len(values) > 1 else 1
+            return IntDistribution(min(values), max(values), step=abs(step))
+        return CategoricalDistribution([float(v) for v in values])  # float steps: exactly Hydra's values
+    if override.is_interval_sweep():
+        log_scale = "log" in sweep.tags
+        start, end = sweep.start, sweep.end
+        if start >= end or (log_scale and start <= 0):
+            raise refuse(f"{override.input_line}: expected start < end{' and start > 0 on a log scale' * log_scale}")
+        if isinstance(start, int) and isinstance(end, int):
+            return IntDistribution(start, end, log=log_scale)
+        return FloatDistribution(float(start), float(end), log=log_scale)
+    raise refuse(f"{key}: {override.input_line} is not a sweep an Optuna search can sample")
+
+
+def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
+    return [f"{name}={value}" for name, value in params.items()] + fixed
+
+
+def reproduce_command(params: dict[str, Any], fixed: list[str]) -> str:
+    """The single-run command that trains a trial's configuration again (without the search)."""
+    import shlex
+
+    kept = [o for o in trial_overrides(params, fixed) if o.split("=", 1)[0].lstrip("+~") != "hparams_search"]
+    return " ".join(["python -m tetris_train", *map(shlex.quote, kept)])
+
+
+# --- the stored study --------------------------------------------------------------------------
+
+
+def open_study(storage: Optional[str], study_name: Optional[str], direction: str, sampler: Any, pruner: Any) -> Any:
+    """Create or load the study; a database of another Optuna version is refused with one line."""
+    optuna = import_optuna()
+    if direction not in ("maximize", "minimize"):
+        raise refuse(f"hydra.sweeper.direction={direction}: expected maximize or minimize")
+    make_sqlite_folder(storage)
+    try:
+        return optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except RuntimeError as error:
+        if "table schema" not in str(error) and "upgrade" not in str(error):
+            raise
+        raise refuse(
+            f"hydra.sweeper.storage={storage}: the study was stored by another Optuna version "
+            f"({' '.join(str(error).split()).split(' Please')[0]}); back it up, then upgrade it in place: "
+            f"optuna storage upgrade --storage {storage}"
+        ) from None
+    except ValueError as error:  # e.g. a direction that differs from the stored study's
+        raise refuse(f"hydra.sweeper.storage={storage}: {error}") from None
+
+
+def make_sqlite_folder(storage: Optional[str]) -> None:
+    """SQLite creates the database file but not the folders above it (the sweep folder, at first)."""
+    prefix = "sqlite:///"
+    if storage and storage.startswith(prefix):
+        Path(storage[len(prefix) :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def resume_study(study: Any) -> tuple[int, int]:
+    """(trials finished, trials queued again) of a stored study.
+
+    A trial still marked running was cut off: it is marked failed and ``interrupted`` (so it does not
+    count as finished) and its parameters are queued to be asked for again, so that its job finds
+    its run folder and continues from its checkpoint. Completed, pruned and failed trials count.
+    """
+    from optuna.trial import TrialState
+
+    done = again = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+            again += 1
+        elif trial.state == TrialState.WAITING:
+            again += 1
+        elif trial.state.is_finished() and not trial.user_attrs.get(INTERRUPTED):
+            done += 1
+    return done, again
+
+
+def reseeded(spec: Any, offset: int) -> Any:
+    """A seeded sampler config moved on by ``offset``: seeded as before, it would propose the first
+    session's parameters again."""
+    if spec is None or not offset or spec.get("seed") is None:
+        return spec
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    spec["seed"] = int(spec["seed"]) + offset
+    return spec
+
+
+# --- the sweeper -------------------------------------------------------------------------------
+
+
+class OptunaSearchSweeper:
+    """The body of the ``optuna_search`` Hydra sweeper (the plugin class only forwards to it)."""
+
+    def __init__(self, **settings: Any):
+        self.settings = OptunaSearchConfig(**{k: v for k, v in settings.items() if k != "defaults"})
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        s = self.settings
+        if not (isinstance(s.n_trials, int) and s.n_trials >= 1):
+            raise refuse(f"hydra.sweeper.n_trials={s.n_trials}: expected an integer >= 1")
+        if not (isinstance(s.n_jobs, int) and s.n_jobs >= 1):
+            raise refuse(f"hydra.sweeper.n_jobs={s.n_jobs}: expected an integer >= 1")
+        if not 0 <= s.max_failure_rate <= 1:
+            raise refuse(f"hydra.sweeper.max_failure_rate={s.max_failure_rate}: expected a number in [0, 1]")
+        if s.pruner and not s.storage:
+            raise refuse(
+                "hydra.sweeper.storage=null: pruning needs a stored study that the jobs report to "
+                "(e.g. hydra.sweeper.storage=sqlite:///${hydra.sweep.dir}/optuna.db), or hydra/sweeper/pruner=none"
+            )
+        optuna = import_optuna()
+        from optuna.trial import TrialState
+
+        space, fixed = search_space([f"{k}={v}" for k, v in (s.params or {}).items()] + list(arguments))
+        pruner = build("pruner", s.pruner)
+        study = open_study(s.storage, s.study_name, s.direction, build("sampler", s.sampler), pruner)
+        done, again = resume_study(study) if s.storage else (0, 0)
+        study.sampler = build("sampler", reseeded(s.sampler, done + again))
+        if done or again:
+            log.info(
+                "study %s already holds %d finished trials of %d; interrupted trials to run again: %d",
+                study.study_name,
+                done,
+                s.n_trials,
+                again,
+            )
+        to_go = max(s.n_trials - done, 0)
+        log.info("study %s in %s: trials to run: %d", study.study_name, s.storage or "memory", to_go)
+        first_failure = None
+        while to_go > 0:
+            trials = [study.ask(space) for _ in range(min(s.n_jobs, to_go))]
+            batch = [trial_overrides(t.params, fixed) + [f"hydra.sweeper.trial={t.number}"] for t in trials]
+            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+            self.job_idx += len(returns)
+            failures = 0
+            for trial, result in zip(trials, returns):
+                state, value = self.outcome(study, trial, result, optuna)
+                if state == TrialState.FAIL:
+                    failures += 1
+                    first_failure = first_failure or result
+                study.tell(trial, value, state=state)
+            if failures / len(returns) > s.max_failure_rate:
+                raise first_failure._return_value  # the job's error: the search stops here
+            to_go -= len(trials)
+        self.finish(study, fixed)
+
+    @staticmethod
+    def outcome(study: Any, trial: Any, result: Any, optuna: Any) -> tuple[Any, Optional[float]]:
+        """How a job ended, as the study records it: complete (with its objective), pruned or failed."""
+        from hydra.core.utils import JobStatus
+        from optuna.trial import TrialState
+
+        if result.status != JobStatus.COMPLETED:
+            log.warning("trial %d failed: %s", trial.number, result._return_value)
+            return TrialState.FAIL, None
+        stored = study._storage.get_trial(trial._trial_id)
+        if PRUNED_AT in stored.user_attrs:
+            return TrialState.PRUNED, None
+        value = result.return_value
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            log.warning("trial %d returned no objective (%r)", trial.number, value)
+            return TrialState.FAIL, None
+        return TrialState.COMPLETE, float(value)
+
+    def finish(self, study: Any, fixed: list[str]) -> None:
+        """Name the failed trials, write ``optimization_results.yaml`` and log the best trial."""
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        failed = [t.number for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED)]
+        if failed:  # the search itself went through: a warning, not a failure
+            log.warning(
+                "%d of %d trials failed (numbers %s); their job folders' summary.json say why",
+                len(failed),
+                len(trials),
+                ", ".join(map(str, failed)),
+            )
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            raise JobFailed("no trial of the search finished; the job folders' summary.json say why")
+        best = study.best_trial
+        results = {
+            "name": "optuna_search",
+            "study_name": study.study_name,
+            "storage": self.settings.storage,
+            "best_value": best.value,
+            "best_params": dict(best.params),
+            "best_trial": best.number,
+            "trials": {"complete": len(complete), "pruned": pruned, "failed": len(failed)},
+            "command": reproduce_command(best.params, fixed),
+        }
+        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        log.info("best trial %d: objective %.1f; %s", best.number, best.value, results["command"])
+
+
+# --- the job's side of a trial -----------------------------------------------------------------
+
+
+class TrialReporter:
+    """A job's trial in a stored study: reports the run's objective so far after each evaluation
+    and answers whether the study's pruner stops it."""
+
+    def __init__(self, trial: Any):
+        self.trial = trial
+
+    @classmethod
+    def from_hydra(cls) -> Optional[TrialReporter]:
+        """The trial of this job if it runs in an ``optuna_search`` sweep with a stored study."""
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        sweeper = HydraConfig.get().sweeper
+        if sweeper.get("_target_") != SWEEPER_TARGET or sweeper.get("trial") is None or not sweeper.get("storage"):
+            return None
+        optuna = import_optuna()
+        study = optuna.load_study(
+            study_name=sweeper.study_name, storage=sweeper.storage, pruner=build("pruner", sweeper.get("pruner"))
+        )
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(sweeper.trial))
+        return cls(optuna.trial.Trial(study, trial_id))
+
+    def report(self, step: int, value: float) -> None:
+        if step not in self.trial.storage.get_trial(self.trial._trial_id).intermediate_values:
+            self.trial.report(value, step)
+
+    def report_history(self, history: list[dict[str, Any]], objective: str, start: int = 0) -> None:
+        """Report the objective after each evaluation of ``history`` from index ``start`` on."""
+        from .objective import objective_of
+
+        for n in range(start, len(history)):
+            self.report(history[n]["timesteps"], objective_of(history[: n + 1], objective))
+
+    def replay(self, run_dir: Path, summary: dict[str, Any], objective: str) -> None:
+        """A trial whose parameters were already run to the end in ``run_dir`` (the sampler proposed
+        them again): the study learns that run's evaluations, and that it was pruned if it was."""
+        from .run_folder import EVALUATIONS_FILE, read_history
+
+        self.report_history(read_history(Path(run_dir) / EVALUATIONS_FILE), objective)
+        if summary.get("status") == "pruned":
+            self.mark_pruned(int(summary.get("timesteps", 0)))
+
+    def should_prune(self) -> bool:
+        return self.trial.should_prune()
+
+    def mark_pruned(self, step: int) -> None:
+        self.trial.set_user_attr(PRUNED_AT, step)
