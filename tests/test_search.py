@@ -13,6 +13,7 @@ import yaml
 from tests.test_cli import run_cli
 from tests.test_sweeps import optuna_trials, summaries
 from tetris_train.objective import objective_of, planned_evaluations
+from tetris_train.search import OPTUNA_MISSING
 
 TINY = ["schedule=smoke"]  # 2,000 steps, an evaluation of 2 games every 1,000
 DATA = Path(__file__).parent / "data"
@@ -76,6 +77,18 @@ def test_samplers_and_pruners_come_only_from_optuna(tmp_path):
         "error: hydra.sweeper.sampler._target_=os.system: expected a class of optuna.samplers"
     ]
     assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").glob("*/summary.json"))
+
+
+def test_a_search_without_optuna_installed_names_the_extra(tmp_path):
+    script = (
+        "import runpy, sys; sys.modules['optuna'] = None; "  # as where the sweep extra is not installed
+        f"sys.argv = ['tetris_train', '-m', 'hparams_search=dqn_optuna', 'hydra.sweep.dir={tmp_path / 'sweep'}']; "
+        "runpy.run_module('tetris_train', run_name='__main__')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {OPTUNA_MISSING}"]
+    assert "pip install 'tetris-train[sweep]'" in OPTUNA_MISSING
 
 
 def test_pruning_without_a_stored_study_is_refused(tmp_path):
