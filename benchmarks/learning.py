@@ -7,7 +7,8 @@
    run's ``evaluations.jsonl``: the step where the evaluation mean first reaches 1,000 lines
    (target: within 50k steps), whether the best evaluation played every game to the piece cap
    (target: yes, for every seed) and whether evaluations after first reaching the cap stayed at
-   >= 90 % of the cap's lines (no collapse).
+   >= 90 % of the cap's lines (no collapse), and where the run stopped (by default, once two
+   evaluations played every game to the cap: schedule.stop_at_cap).
 
     python benchmarks/learning.py [--seeds 0 1 2] [--jobs 2] [--timesteps 500000] [-- extra overrides]
     python benchmarks/learning.py --speed-only
@@ -110,6 +111,7 @@ def learning_report(run: Path) -> dict:
         "min_after_cap": min((e["mean_lines"] for e in after_cap), default=None),
         "no_collapse": bool(after_cap) and min(e["mean_lines"] for e in after_cap) >= COLLAPSE_FRACTION * cap_lines,
         "final_mean_lines": summary["final_evaluation"]["mean_lines"],
+        "stopped_at": f"{summary['timesteps']} {summary['stop_reason']}",
         "steps_per_s": summary["steps_per_s"],
         "wall_minutes": round(summary["wall_seconds"] / 60, 1),
     }
@@ -160,6 +162,7 @@ def main() -> None:
         "min after cap",
         "no collapse",
         "final",
+        "stopped at",
         "steps/s",
         "minutes",
     )
@@ -180,6 +183,7 @@ def main() -> None:
             r["min_after_cap"],
             r["no_collapse"],
             r["final_mean_lines"],
+            r["stopped_at"],
             r["steps_per_s"],
             r["wall_minutes"],
         )

@@ -123,7 +123,7 @@ def test_help_says_what_each_key_does_and_names_the_other_commands(tmp_path):
         "discount factor",
         "env.randomizer=bag",
         "schedule.max_timesteps=500000",
-        "schedule: classic, default*, smoke",
+        "schedule: classic, default*, search, smoke",
         "python -m tetris_train.evaluate",
         "python -m tetris_train.report",
         "python -m tetris_train.demo",

@@ -112,6 +112,14 @@ def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path
     assert (sweep / "optuna.db").read_bytes() == before  # left as it was
     assert sorted(p.name for p in sweep.iterdir()) == ["optuna.db"]
 
+    upgrade = Path(sys.executable).parent / "optuna"  # the command the line names
+    storage = f"sqlite:///{sweep}/optuna.db"
+    subprocess.run([str(upgrade), "storage", "upgrade", "--storage", storage], check=True, capture_output=True)
+    resumed = run_cli(tmp_path, *search(sweep, "hydra.sweeper.n_trials=3", "schedule.max_timesteps=1000"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already holds 2 finished trials of 3" in resumed.stdout + resumed.stderr
+    assert [t.state.name for t in optuna_trials(sweep)] == ["COMPLETE", "COMPLETE", "COMPLETE"]
+
 
 # --- pruning -----------------------------------------------------------------------------------
 
@@ -127,10 +135,10 @@ def test_a_pruned_trial_stops_is_recorded_as_pruned_and_is_never_resumed(tmp_pat
         "hydra.sweeper.params=null",
         "schedule.max_timesteps=choice(2000,6000)",
         # prunes every trial that reports at or past 3,000 steps: only the longer trials get there
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "~hydra.sweeper.pruner.n_startup_trials",
+        "hydra/sweeper/pruner=none",
+        "+hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
         "+hydra.sweeper.pruner.lower=1000000",
-        "hydra.sweeper.pruner.n_warmup_steps=3000",
+        "+hydra.sweeper.pruner.n_warmup_steps=3000",
     )
     result = run_cli(tmp_path, *command)
     assert result.returncode == 0, result.stderr

@@ -164,19 +164,18 @@ class TargetLinesCallback(BoundaryCallback):
 
 
 class CapCallback(BoundaryCallback):
-    """Asks to stop once the last ``evaluations`` evaluations played every game to the piece cap:
-    the run can no longer show progress on its evaluation games."""
+    """Asks to stop once ``evaluations`` of the run's evaluations (in a row or not) played every game
+    to the piece cap: the best checkpoint is then all the evaluation games can show, and later
+    training adds nothing they can measure."""
 
     def __init__(self, evaluation: EvalCallback, evaluations: int, control: StopControl):
         super().__init__()
         self.evaluation, self.evaluations, self.control = evaluation, evaluations, control
 
     def _on_boundary(self) -> None:
-        recent = self.evaluation.history[-self.evaluations :]
-        if len(recent) == self.evaluations and all(entry.get("reached_cap") == 1.0 for entry in recent):
-            if self.control.reason is None:
-                step = recent[-1]["timesteps"]
-                log.info("step %d: %d evaluations in a row at the piece cap: stopping", step, len(recent))
+        capped = [entry for entry in self.evaluation.history if entry.get("reached_cap") == 1.0]
+        if len(capped) >= self.evaluations and self.control.reason is None:
+            log.info("step %d: %d evaluations at the piece cap: stopping", capped[-1]["timesteps"], len(capped))
             self.control.request("capped")
 
 

@@ -152,7 +152,8 @@ class ScheduleConfig:
         objective: what the run's objective (a search's value to maximise) measures: best (mean lines of
             the best evaluation) or mean (mean of every evaluation's mean lines: the area under the
             learning curve, which rewards learning early).
-        stop_at_cap: stop once this many evaluations in a row played every game to the piece cap; 0: never.
+        stop_at_cap: stop once this many evaluations (in a row or not) played every game to the piece cap,
+            where the evaluation games cannot show more; 0: never.
     """
 
     max_timesteps: int = 500_000
@@ -169,7 +170,7 @@ class ScheduleConfig:
     tensorboard: bool = True
     progress_bar: Optional[bool] = None
     objective: str = "best"
-    stop_at_cap: int = 0
+    stop_at_cap: int = 2
 
     def __post_init__(self) -> None:
         def _check(ok: bool, name: str, allowed: str) -> None:

@@ -266,12 +266,11 @@ class OptunaSearchSweeper:
                 "hydra.sweeper.storage=null: pruning needs a stored study that the jobs report to "
                 "(e.g. hydra.sweeper.storage=sqlite:///${hydra.sweep.dir}/optuna.db), or hydra/sweeper/pruner=none"
             )
-        optuna = import_optuna()
+        import_optuna()
         from optuna.trial import TrialState
 
         space, fixed = search_space([f"{k}={v}" for k, v in (s.params or {}).items()] + list(arguments))
-        pruner = build("pruner", s.pruner)
-        study = open_study(s.storage, s.study_name, s.direction, build("sampler", s.sampler), pruner)
+        study = open_study(s.storage, s.study_name, s.direction, build("sampler", s.sampler), build("pruner", s.pruner))
         done, again = resume_study(study) if s.storage else (0, 0)
         study.sampler = build("sampler", reseeded(s.sampler, done + again))
         if done or again:
@@ -292,7 +291,7 @@ class OptunaSearchSweeper:
             self.job_idx += len(returns)
             failures = 0
             for trial, result in zip(trials, returns):
-                state, value = self.outcome(study, trial, result, optuna)
+                state, value = self.outcome(study, trial, result)
                 if state == TrialState.FAIL:
                     failures += 1
                     first_failure = first_failure or result
@@ -303,7 +302,7 @@ class OptunaSearchSweeper:
         self.finish(study, fixed)
 
     @staticmethod
-    def outcome(study: Any, trial: Any, result: Any, optuna: Any) -> tuple[Any, Optional[float]]:
+    def outcome(study: Any, trial: Any, result: Any) -> tuple[Any, Optional[float]]:
         """How a job ended, as the study records it: complete (with its objective), pruned or failed."""
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
