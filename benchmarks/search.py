@@ -12,7 +12,7 @@ time and the trials pruned. Printed side by side, with the ratios pruned / unpru
 objective >= 0.95 x the unpruned search's, environment steps <= 0.40 x.
 
     python benchmarks/search.py [--seeds 0] [--trials 16] [--timesteps 100000] [--eval-freq 12500]
-                                [--out DIR] [-- extra overrides]
+                                [--out DIR] [--pruner OVERRIDE ...] [-- extra overrides]
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=100_000)
     parser.add_argument("--eval-freq", type=int, default=12_500)
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/search"))
+    parser.add_argument("--pruner", nargs="*", default=[], help="overrides for the pruned search only")
     parser.add_argument("extra", nargs="*", help="more overrides for both searches")
     args = parser.parse_args()
 
@@ -89,7 +90,7 @@ def main() -> None:
         started = time.perf_counter()
         processes = {
             "unpruned": start(folders["unpruned"], seed, args, [*args.extra, "hydra/sweeper/pruner=none"]),
-            "pruned": start(folders["pruned"], seed, args, args.extra),
+            "pruned": start(folders["pruned"], seed, args, [*args.extra, *args.pruner]),
         }
         walls = {}
         while len(walls) < len(processes):

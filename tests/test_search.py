@@ -70,6 +70,17 @@ def test_a_search_space_that_cannot_be_sampled_is_refused(argument, must_say, ca
     assert must_say in capsys.readouterr().err
 
 
+def test_no_pruner_means_no_pruning():
+    from optuna.pruners import MedianPruner, NopPruner
+
+    from tetris_train.search import build
+
+    # a study given no pruner would prune with Optuna's median pruner
+    assert isinstance(build("pruner", {}), NopPruner) and isinstance(build("pruner", None), NopPruner)
+    assert isinstance(build("pruner", {"_target_": "optuna.pruners.MedianPruner"}), MedianPruner)
+    assert build("sampler", {}) is None  # Optuna's default sampler (TPE)
+
+
 def test_samplers_and_pruners_come_only_from_optuna(tmp_path):
     result = run_cli(tmp_path, *search(tmp_path / "sweep", "hydra.sweeper.sampler._target_=os.system"))
     assert result.returncode == 2

@@ -173,6 +173,8 @@ def test_optuna_search_with_a_stored_study_resumes_after_an_interruption(tmp_pat
     trials = optuna_trials(sweep)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[2].params == trials[1].params  # the interrupted trial, asked for again
+    before = sorted(trials[1].intermediate_values)
+    assert before and sorted(trials[2].intermediate_values) == list(range(1000, 6001, 1000))  # its whole run
     assert trials[3].params != trials[0].params  # the sampler does not replay the first session's draws
     second = summaries(sweep)
     assert len(second) == 3 and all(s["status"] == "finished" for s in second.values())

@@ -83,9 +83,14 @@ def import_optuna() -> Any:
 
 
 def build(kind: str, spec: Any) -> Any:
-    """The sampler or pruner a config describes (``_target_`` in optuna's own modules only)."""
+    """The sampler or pruner a config describes (``_target_`` in optuna's own modules only). No
+    pruner is Optuna's NopPruner: given none, Optuna would prune with its median pruner."""
     spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec or {})
     if not spec:  # hydra/sweeper/pruner=none leaves an empty node
+        if kind == "pruner":
+            from optuna.pruners import NopPruner
+
+            return NopPruner()
         return None
     target = spec.pop("_target_", None)
     prefix = ALLOWED_TARGETS[kind]
