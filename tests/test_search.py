@@ -51,6 +51,11 @@ def test_search_space_reads_hydra_sweep_expressions():
     assert space["agent.train_freq"] == IntDistribution(1, 8)
     assert fixed == ["schedule=smoke", "seed=3"]
 
+    space, fixed = search_space(
+        ["agent.batch_size=choice(64, 128)", "agent.gamma=interval(0.9, 0.99)", "agent.batch_size=32"]
+    )
+    assert list(space) == ["agent.gamma"] and fixed == ["agent.batch_size=32"]  # a fixed value wins over the preset's
+
 
 @pytest.mark.parametrize(
     "argument, must_say",
@@ -109,6 +114,41 @@ def test_pruning_without_a_stored_study_is_refused(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "override, must_say",
+    [
+        ("hydra.sweeper.storage=nowhere", "hydra.sweeper.storage=nowhere: "),
+        ("hydra.sweeper.storage=postgresql://localhost/x", "hydra.sweeper.storage=postgresql://localhost/x: "),
+        ("hydra.sweeper.study_name=null", "a stored study needs a name"),
+    ],
+)
+def test_a_study_that_cannot_open_is_refused_in_one_line(tmp_path, override, must_say):
+    result = run_cli(tmp_path, *search(tmp_path / "sweep", override))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and must_say in line
+
+
+def test_trials_proposing_one_configuration_at_once_train_it_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = search(
+        sweep,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.params=null",
+        "schedule.max_timesteps=choice(2000)",  # every trial proposes the same run
+    )
+    result = run_cli(tmp_path, *command)
+    assert result.returncode == 0, result.stderr
+    trials = optuna_trials(sweep)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and trials[0].value == trials[1].value
+    [summary] = summaries(sweep).values()
+    assert summary["status"] == "finished" and summary["timesteps"] == 2000
+    assert "finished: not training it again" in result.stdout + result.stderr
+
+
 def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path):
     # tests/data/optuna-2.10.db: a 2-trial study written by optuna 2.10.1 (the version this project used before)
     sweep = tmp_path / "sweep"
@@ -128,8 +168,12 @@ def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path
     subprocess.run([str(upgrade), "storage", "upgrade", "--storage", storage], check=True, capture_output=True)
     resumed = run_cli(tmp_path, *search(sweep, "hydra.sweeper.n_trials=3", "schedule.max_timesteps=1000"))
     assert resumed.returncode == 0, resumed.stderr
-    assert "already holds 2 finished trials of 3" in resumed.stdout + resumed.stderr
+    assert "already holds 2 done trials of 3" in resumed.stdout + resumed.stderr
     assert [t.state.name for t in optuna_trials(sweep)] == ["COMPLETE", "COMPLETE", "COMPLETE"]
+    # its trials rank runs by their best evaluation: trials of another objective are not mixed in
+    other = run_cli(tmp_path, *search(sweep, "hydra.sweeper.n_trials=4", "schedule.objective=mean"))
+    assert other.returncode == 2
+    assert "ranks trials by schedule.objective=best" in other.stderr and len(other.stderr.strip().splitlines()) == 1
 
 
 # --- pruning -----------------------------------------------------------------------------------
@@ -173,7 +217,7 @@ def test_a_pruned_trial_stops_is_recorded_as_pruned_and_is_never_resumed(tmp_pat
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     pruned = sum(length == 6000 for length in lengths.values())
     assert results["trials"] == {"complete": 4 - pruned, "pruned": pruned, "failed": 0}
-    assert results["command"].startswith("python -m tetris_train schedule.max_timesteps=2000 ")
+    assert results["command"] == "python -m tetris_train schedule=smoke schedule.max_timesteps=2000"
     assert "hparams_search" not in results["command"]
 
     report = subprocess.run([sys.executable, "-m", "tetris_train.report", str(sweep)], capture_output=True, text=True)
@@ -184,7 +228,7 @@ def test_a_pruned_trial_stops_is_recorded_as_pruned_and_is_never_resumed(tmp_pat
 
     again = run_cli(tmp_path, *command)  # the same search again: every trial counts, nothing is trained
     assert again.returncode == 0, again.stderr
-    assert "already holds 4 finished trials of 4" in again.stdout + again.stderr
+    assert "already holds 4 done trials of 4" in again.stdout + again.stderr
     assert len(optuna_trials(sweep)) == 4
     assert summaries(sweep) == runs
 

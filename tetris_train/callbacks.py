@@ -181,7 +181,9 @@ class CapCallback(BoundaryCallback):
 
 class PruningCallback(BoundaryCallback):
     """Reports the run's objective so far to its search trial after each evaluation, and asks to
-    stop (as ``pruned``) when the study's pruner says the trial cannot catch up."""
+    stop (as ``pruned``) when the study's pruner says the trial cannot catch up. A run already
+    stopping for another reason (at the cap, say) only reports: it is finished, not pruned. A
+    study that cannot be reached (a busy database) costs the check, not the run."""
 
     def __init__(self, evaluation: EvalCallback, reporter: Any, objective: str, control: StopControl):
         super().__init__()
@@ -189,12 +191,23 @@ class PruningCallback(BoundaryCallback):
         self.reported = 0
 
     def _on_boundary(self) -> None:
+        self.report(ask=self.control.reason is None)
+
+    def report(self, ask: bool) -> None:
+        """Report the evaluations not reported yet (the final one, once training ended: ``ask`` False)."""
         history = self.evaluation.history
         if len(history) == self.reported:
             return
-        self.reporter.report_history(history, self.objective, start=self.reported)  # all of a continued run's
-        self.reported = len(history)
-        if self.reporter.should_prune():
+        start, self.reported = self.reported, len(history)
+        try:
+            if not ask:
+                self.reporter.report_history(history[: self.reported], self.objective, start=start, ask=False)
+                return
+            prune = self.reporter.report_history(history, self.objective, start=start)  # a continued run's too
+        except Exception as error:  # the study's database: an SQLAlchemy error, or the like
+            log.warning("cannot report to the search's study (%s: %s); training goes on", type(error).__name__, error)
+            return
+        if prune:
             step = history[-1]["timesteps"]
             log.info("step %d: the search's pruner stops this trial", step)
             self.reporter.mark_pruned(step)

@@ -63,13 +63,13 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
         config = build_config(cfg, overrides)
         check_memory(config)
         check_device(config)
-        continuation = find_continuation(config, run_dir)
-    trial = TrialReporter.from_hydra()  # this job's trial, in an Optuna search
+        trial = TrialReporter.from_hydra()  # this job's trial, in an Optuna search
+        continuation = find_continuation(config, run_dir, search_trial=trial is not None)
     if continuation is not None and continuation.finished is not None:
         log.info("%s holds this run, finished: not training it again", run_dir)
         if trial is not None:
-            trial.replay(run_dir, continuation.finished, config.schedule.objective)
-        return continuation.objective
+            trial.replay(run_dir, continuation.finished, config.schedule)
+        return continuation.objective(run_dir, config.schedule)
     if continuation is not None:
         log.info("%s holds this run, unfinished: continuing from %s", run_dir, continuation.checkpoint)
         config = dataclasses.replace(config, resume=str(continuation.checkpoint))

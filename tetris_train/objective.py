@@ -30,6 +30,13 @@ def objective_of(history: Sequence[dict[str, Any]], kind: str, planned: Optional
     raise ValueError(f"unknown objective {kind!r}")
 
 
+def run_objective(history: Sequence[dict[str, Any]], schedule: Any, stop_reason: Optional[str]) -> Optional[float]:
+    """The objective (``schedule.objective``) of a run that ended for ``stop_reason`` with these
+    evaluations: the one number its summary, its search trial and a repeat of it report."""
+    planned = planned_evaluations(schedule.max_timesteps, schedule.eval_freq) if stop_reason == "capped" else None
+    return objective_of(history, schedule.objective, planned)
+
+
 def planned_evaluations(max_timesteps: int, eval_freq: int) -> int:
     """Evaluations of a run to ``max_timesteps``: one every ``eval_freq`` steps and one at the end."""
     if not eval_freq:

@@ -275,15 +275,20 @@ class Continuation:
     finished: Optional[dict[str, Any]] = None
     checkpoint: Optional[Path] = None
 
-    @property
-    def objective(self) -> float:
-        value = (self.finished or {}).get("objective")
+    def objective(self, run_dir: Path, schedule: Any) -> float:
+        """The finished run's objective as ``schedule`` defines it (which may differ from the
+        ``schedule.objective`` it ran with), from its evaluations."""
+        from .objective import run_objective
+
+        summary = self.finished or {}
+        value = run_objective(read_history(Path(run_dir) / EVALUATIONS_FILE), schedule, summary.get("stop_reason"))
         return float(value) if value is not None else math.nan
 
 
-def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continuation]:
+def find_continuation(config: TrainingConfig, run_dir: Path, search_trial: bool = False) -> Optional[Continuation]:
     """How to continue ``config`` in ``run_dir``; None where the folder holds no run of it yet.
 
+    A pruned run is over for a search (``search_trial``); elsewhere it continues from its checkpoint.
     Raises ResumeError if the folder holds a run of another config.
     """
     run_dir = Path(run_dir)
@@ -316,7 +321,7 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
             f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
             f"one command per run folder at a time"
         )
-    if summary.get("status") == "pruned" or (
+    if (summary.get("status") == "pruned" and search_trial) or (
         summary.get("status") == "finished"
         and (
             summary.get("timesteps", 0) >= config.schedule.max_timesteps
@@ -327,7 +332,7 @@ def find_continuation(config: TrainingConfig, run_dir: Path) -> Optional[Continu
             )
         )
     ):
-        return Continuation(finished=summary)  # a pruned trial is over: it never continues
+        return Continuation(finished=summary)
     try:
         return Continuation(checkpoint=resolve_checkpoint(run_dir))
     except FileNotFoundError:

@@ -127,7 +127,8 @@ def search_space(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
     for override in parsed:
         if override.is_sweep_override():
             space[override.get_key_element()] = distribution(override)
-        else:
+        else:  # a fixed value, e.g. on the command line, takes the key out of the preset's space
+            space.pop(override.get_key_element(), None)
             fixed.append(override.input_line)
     return space, fixed
 
@@ -162,26 +163,50 @@ def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
     return [f"{name}={value}" for name, value in params.items()] + fixed
 
 
-def reproduce_command(params: dict[str, Any], fixed: list[str]) -> str:
-    """The single-run command that trains a trial's configuration again (without the search)."""
+def reproduce_command(params: dict[str, Any], fixed: list[str], schedule: Optional[str] = None) -> str:
+    """The single-run command that trains a trial's configuration again, without the search: its
+    parameters, the other overrides and the trial's ``schedule`` option (the search preset's)."""
     import shlex
 
-    kept = [o for o in trial_overrides(params, fixed) if o.split("=", 1)[0].lstrip("+~") != "hparams_search"]
+    keys = ("hparams_search", "schedule") if schedule else ("hparams_search",)
+    kept = [o for o in trial_overrides(params, fixed) if o.split("=", 1)[0].lstrip("+~") not in keys]
+    if schedule:
+        kept.insert(0, f"schedule={schedule}")
     return " ".join(["python -m tetris_train", *map(shlex.quote, kept)])
 
 
 # --- the stored study --------------------------------------------------------------------------
 
 
+SQLITE_BUSY_TIMEOUT_S = 60  # parallel jobs write to one SQLite study: wait for the lock, do not fail
+
+
+def storage_of(url: Optional[str]) -> Any:
+    """Optuna's storage for a database URL (None: in memory); SQLite waits for a busy database."""
+    if not url:
+        return None
+    import optuna
+
+    if url.startswith("sqlite:"):
+        make_sqlite_folder(url)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return optuna.storages.RDBStorage(url)
+
+
 def open_study(storage: Optional[str], study_name: Optional[str], direction: str, sampler: Any, pruner: Any) -> Any:
-    """Create or load the study; a database of another Optuna version is refused with one line."""
+    """Create or load the study; a database of another Optuna version, a URL that does not open
+    and the like are refused with one line."""
     optuna = import_optuna()
+    from sqlalchemy.exc import SQLAlchemyError
+
     if direction not in ("maximize", "minimize"):
         raise refuse(f"hydra.sweeper.direction={direction}: expected maximize or minimize")
-    make_sqlite_folder(storage)
+    if storage and not study_name:
+        raise refuse("hydra.sweeper.study_name=null: a stored study needs a name, so that a search resumes it")
     try:
         return optuna.create_study(
-            storage=storage,
+            storage=storage_of(storage),
             study_name=study_name,
             direction=direction,
             sampler=sampler,
@@ -196,14 +221,15 @@ def open_study(storage: Optional[str], study_name: Optional[str], direction: str
             f"({' '.join(str(error).split()).split(' Please')[0]}); back it up, then upgrade it in place: "
             f"optuna storage upgrade --storage {storage}"
         ) from None
-    except ValueError as error:  # e.g. a direction that differs from the stored study's
-        raise refuse(f"hydra.sweeper.storage={storage}: {error}") from None
+    except (ValueError, ImportError, OSError, SQLAlchemyError) as error:  # a direction unlike the stored one,
+        reason = " ".join(str(error).split()).split(" (Background on this error")[0]  # no driver, a bad URL
+        raise refuse(f"hydra.sweeper.storage={storage}: {reason}") from None
 
 
-def make_sqlite_folder(storage: Optional[str]) -> None:
+def make_sqlite_folder(storage: str) -> None:
     """SQLite creates the database file but not the folders above it (the sweep folder, at first)."""
     prefix = "sqlite:///"
-    if storage and storage.startswith(prefix):
+    if storage.startswith(prefix):
         Path(storage[len(prefix) :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -230,6 +256,25 @@ def resume_study(study: Any) -> tuple[int, int]:
     return done, again
 
 
+OBJECTIVE_ATTR = "objective"  # the study's user attribute: the schedule.objective its trials report
+
+
+def check_objective(study: Any, objective: str) -> None:
+    """A study ranks one kind of objective: refuse to add trials of another (a study stored before
+    the attribute existed holds ``best`` values)."""
+    from optuna.trial import TrialState
+
+    stored = study.user_attrs.get(OBJECTIVE_ATTR)
+    if stored is None and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        stored = "best"
+    if stored is not None and stored != objective:
+        raise refuse(
+            f"schedule.objective={objective}: study {study.study_name} ranks trials by schedule.objective={stored}; "
+            f"resume it with schedule.objective={stored}, or start another study (hydra.sweep.dir=...)"
+        )
+    study.set_user_attr(OBJECTIVE_ATTR, objective)
+
+
 def reseeded(spec: Any, offset: int) -> Any:
     """A seeded sampler config moved on by ``offset``: seeded as before, it would propose the first
     session's parameters again."""
@@ -243,7 +288,7 @@ def reseeded(spec: Any, offset: int) -> Any:
 # --- the sweeper -------------------------------------------------------------------------------
 
 
-class OptunaSearchSweeper:
+class OptunaSearchImpl:
     """The body of the ``optuna_search`` Hydra sweeper (the plugin class only forwards to it)."""
 
     def __init__(self, **settings: Any):
@@ -276,11 +321,12 @@ class OptunaSearchSweeper:
 
         space, fixed = search_space([f"{k}={v}" for k, v in (s.params or {}).items()] + list(arguments))
         study = open_study(s.storage, s.study_name, s.direction, build("sampler", s.sampler), build("pruner", s.pruner))
+        check_objective(study, str(self.config.schedule.objective))
         done, again = resume_study(study) if s.storage else (0, 0)
         study.sampler = build("sampler", reseeded(s.sampler, done + again))
         if done or again:
             log.info(
-                "study %s already holds %d finished trials of %d; interrupted trials to run again: %d",
+                "study %s already holds %d done trials of %d (complete, pruned or failed); interrupted, to rerun: %d",
                 study.study_name,
                 done,
                 s.n_trials,
@@ -288,23 +334,42 @@ class OptunaSearchSweeper:
             )
         to_go = max(s.n_trials - done, 0)
         log.info("study %s in %s: trials to run: %d", study.study_name, s.storage or "memory", to_go)
-        first_failure = None
         while to_go > 0:
             trials = [study.ask(space) for _ in range(min(s.n_jobs, to_go))]
-            batch = [trial_overrides(t.params, fixed) + [f"hydra.sweeper.trial={t.number}"] for t in trials]
-            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
-            self.job_idx += len(returns)
-            failures = 0
+            returns = self.launch(trials, fixed)
+            failures = []
             for trial, result in zip(trials, returns):
                 state, value = self.outcome(study, trial, result)
                 if state == TrialState.FAIL:
-                    failures += 1
-                    first_failure = first_failure or result
+                    failures.append((trial, result))
                 study.tell(trial, value, state=state)
-            if failures / len(returns) > s.max_failure_rate:
-                raise first_failure._return_value  # the job's error: the search stops here
+            if failures and len(failures) / len(returns) > s.max_failure_rate:
+                trial, result = failures[0]
+                error = result._return_value
+                if not isinstance(error, BaseException):
+                    error = JobFailed(f"trial {trial.number} gave no objective")
+                raise error
             to_go -= len(trials)
         self.finish(study, fixed)
+
+    def launch(self, trials: list[Any], fixed: list[str]) -> list[Any]:
+        """Run the trials' jobs; trials with the same parameters (one run folder) one after another,
+        so that the later one finds the earlier one's run instead of training beside it."""
+        jobs = [trial_overrides(t.params, fixed) for t in trials]
+        returns: list[Any] = [None] * len(trials)
+        pending = list(range(len(trials)))
+        while pending:
+            batch, seen = [], set()
+            for i in pending:
+                if tuple(jobs[i]) not in seen:
+                    seen.add(tuple(jobs[i]))
+                    batch.append(i)
+            overrides = [jobs[i] + [f"hydra.sweeper.trial={trials[i].number}"] for i in batch]
+            for i, result in zip(batch, self.launcher.launch(overrides, initial_job_idx=self.job_idx)):
+                returns[i] = result
+            self.job_idx += len(batch)
+            pending = [i for i in pending if i not in batch]
+        return returns
 
     @staticmethod
     def outcome(study: Any, trial: Any, result: Any) -> tuple[Any, Optional[float]]:
@@ -350,7 +415,7 @@ class OptunaSearchSweeper:
             "best_params": dict(best.params),
             "best_trial": best.number,
             "trials": {"complete": len(complete), "pruned": pruned, "failed": len(failed)},
-            "command": reproduce_command(best.params, fixed),
+            "command": reproduce_command(best.params, fixed, self.config.hydra.runtime.choices.get("schedule")),
         }
         OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
         log.info("best trial %d: objective %.1f; %s", best.number, best.value, results["command"])
@@ -377,9 +442,8 @@ class TrialReporter:
         if sweeper.get("_target_") != SWEEPER_TARGET or sweeper.get("trial") is None or not sweeper.get("storage"):
             return None
         optuna = import_optuna()
-        study = optuna.load_study(
-            study_name=sweeper.study_name, storage=sweeper.storage, pruner=build("pruner", sweeper.get("pruner"))
-        )
+        pruner = build("pruner", sweeper.get("pruner"))
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage_of(sweeper.storage), pruner=pruner)
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(sweeper.trial))
         return cls(optuna.trial.Trial(study, trial_id))
 
@@ -387,19 +451,23 @@ class TrialReporter:
         if step not in self.trial.storage.get_trial(self.trial._trial_id).intermediate_values:
             self.trial.report(value, step)
 
-    def report_history(self, history: list[dict[str, Any]], objective: str, start: int = 0) -> None:
-        """Report the objective after each evaluation of ``history`` from index ``start`` on."""
+    def report_history(self, history: list[dict[str, Any]], objective: str, start: int = 0, ask: bool = True) -> bool:
+        """Report the objective after each evaluation of ``history`` from index ``start`` on and, with
+        ``ask``, ask the pruner after each one, as if they came one at a time; True if it says to prune."""
         from .objective import objective_of
 
         for n in range(start, len(history)):
             self.report(history[n]["timesteps"], objective_of(history[: n + 1], objective))
+            if ask and self.should_prune():
+                return True
+        return False
 
-    def replay(self, run_dir: Path, summary: dict[str, Any], objective: str) -> None:
+    def replay(self, run_dir: Path, summary: dict[str, Any], schedule: Any) -> None:
         """A trial whose parameters were already run to the end in ``run_dir`` (the sampler proposed
         them again): the study learns that run's evaluations, and that it was pruned if it was."""
         from .run_folder import EVALUATIONS_FILE, read_history
 
-        self.report_history(read_history(Path(run_dir) / EVALUATIONS_FILE), objective)
+        self.report_history(read_history(Path(run_dir) / EVALUATIONS_FILE), schedule.objective, ask=False)
         if summary.get("status") == "pruned":
             self.mark_pruned(int(summary.get("timesteps", 0)))
 

@@ -29,7 +29,7 @@ from .checkpoints import read_metadata
 from .config import TrainingConfig
 from .env import make_env
 from .metrics import configure_logger
-from .objective import SOURCES, objective_of, planned_evaluations
+from .objective import SOURCES, run_objective
 from .plots import plot_learning_curve
 from .run_folder import (
     CONFIG_FILE,
@@ -158,11 +158,13 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             final = evaluation.evaluate_now()
             if len(evaluation.history) > evaluated:
                 metrics.record()  # the new evaluation's row
+            for stop in stops:
+                if isinstance(stop, PruningCallback):
+                    stop.report(ask=False)  # the final evaluation, to the search's trial
             best = evaluation.best
-            planned = planned_evaluations(schedule.max_timesteps, schedule.eval_freq) if reason == "capped" else None
             summary.update(
                 status="pruned" if reason == "pruned" else "finished",
-                objective=objective_of(evaluation.history, schedule.objective, planned),
+                objective=run_objective(evaluation.history, schedule, reason),
                 objective_source=SOURCES[schedule.objective],
                 best=best,
                 final_evaluation=final,

@@ -6,7 +6,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 
-from tetris_train.search import OptunaSearchConfig, OptunaSearchSweeper
+from tetris_train.search import OptunaSearchConfig, OptunaSearchImpl
 
 ConfigStore.instance().store(
     group="hydra/sweeper", name="optuna_search", node=OptunaSearchConfig, provider="tetris_train"
@@ -17,7 +17,7 @@ class OptunaSearch(Sweeper):
     """An Optuna search whose trials report their evaluations to a stored study and can be pruned."""
 
     def __init__(self, **settings: Any):
-        self.search = OptunaSearchSweeper(**settings)
+        self.search = OptunaSearchImpl(**settings)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
