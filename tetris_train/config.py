@@ -346,14 +346,3 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="training_schema", node=TrainingConfig)
     register_resolvers()
-    register_search_plugin()
-
-
-def register_search_plugin() -> None:
-    """Register the ``optuna_search`` sweeper with Hydra directly: Hydra's own scan of the
-    ``hydra_plugins`` namespace misses it in an editable install."""
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.tetris_train_search import OptunaSearch
-
-    Plugins.instance().register(OptunaSearch)

@@ -29,6 +29,19 @@ log = logging.getLogger(__name__)
 register_configs()
 
 
+def register_search_plugin() -> None:
+    """Register the ``optuna_search`` sweeper with Hydra directly: Hydra's own scan of the
+    ``hydra_plugins`` namespace misses it in an editable install."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.tetris_train_search import OptunaSearch
+
+    Plugins.instance().register(OptunaSearch)
+
+
+register_search_plugin()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://tetris_train.conf", config_name="config")
 def train_app(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
