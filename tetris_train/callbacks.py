@@ -171,8 +171,12 @@ class CapCallback(BoundaryCallback):
     def __init__(self, evaluation: EvalCallback, evaluations: int, control: StopControl):
         super().__init__()
         self.evaluation, self.evaluations, self.control = evaluation, evaluations, control
+        self.seen = 0  # evaluations looked at: the check runs once per new evaluation, not every rollout
 
     def _on_boundary(self) -> None:
+        if len(self.evaluation.history) == self.seen:
+            return
+        self.seen = len(self.evaluation.history)
         capped = [entry for entry in self.evaluation.history if entry.get("reached_cap") == 1.0]
         if len(capped) >= self.evaluations and self.control.reason is None:
             log.info("step %d: %d evaluations at the piece cap: stopping", capped[-1]["timesteps"], len(capped))
@@ -199,11 +203,8 @@ class PruningCallback(BoundaryCallback):
         if len(history) == self.reported:
             return
         start, self.reported = self.reported, len(history)
-        try:
-            if not ask:
-                self.reporter.report_history(history[: self.reported], self.objective, start=start, ask=False)
-                return
-            prune = self.reporter.report_history(history, self.objective, start=start)  # a continued run's too
+        try:  # from the first evaluation, for a continued run: its new trial learns the whole run
+            prune = self.reporter.report_history(history, self.objective, start=start, ask=ask)
         except Exception as error:  # the study's database: an SQLAlchemy error, or the like
             log.warning("cannot report to the search's study (%s: %s); training goes on", type(error).__name__, error)
             return

@@ -116,8 +116,9 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             stops.append(TargetLinesCallback(schedule.target_lines, schedule.target_window, control))
         if schedule.stop_at_cap:
             stops.append(CapCallback(evaluation, schedule.stop_at_cap, control))
-        if trial is not None:
-            stops.append(PruningCallback(evaluation, trial, schedule.objective, control))
+        pruning = PruningCallback(evaluation, trial, schedule.objective, control) if trial is not None else None
+        if pruning is not None:
+            stops.append(pruning)
         checkpoints = CheckpointCallback(agent, store, schedule.checkpoint_freq, control)  # last: serves stops
 
         progress_bar = sys.stdout.isatty() if schedule.progress_bar is None else schedule.progress_bar
@@ -158,9 +159,8 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             final = evaluation.evaluate_now()
             if len(evaluation.history) > evaluated:
                 metrics.record()  # the new evaluation's row
-            for stop in stops:
-                if isinstance(stop, PruningCallback):
-                    stop.report(ask=False)  # the final evaluation, to the search's trial
+            if pruning is not None:
+                pruning.report(ask=False)  # the final evaluation, to the search's trial
             best = evaluation.best
             summary.update(
                 status="pruned" if reason == "pruned" else "finished",
