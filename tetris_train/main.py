@@ -99,6 +99,8 @@ def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
             print(f"error: {message}", file=sys.stderr)
             raise RunFailed(message) from None
     if result.status == "interrupted":
+        if result.requeue is not None:
+            result.requeue()  # the cluster launcher requeues the job, which continues from this checkpoint
         raise SystemExit(EXIT_INTERRUPTED)
     return result.objective
 

@@ -71,6 +71,35 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("job_folder", job_folder)
 
 
+class SacctWarningOnce(logging.Filter):
+    """submitit asks ``sacct`` for its SLURM jobs' states; on a cluster that keeps no accounting every
+    poll fails with a warning. The first one passes, saying what it means; the repeats are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Bypassing sacct error" not in message:
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = (
+            f"{message} (the cluster keeps no job accounting: the sweep learns that a job ended from its "
+            f"result file; repeats of this warning are not shown)"
+        )
+        record.args = ()
+        return True
+
+
+def quiet_sacct_warnings() -> None:
+    submitit_log = logging.getLogger("submitit")
+    if not any(isinstance(f, SacctWarningOnce) for f in submitit_log.filters):
+        submitit_log.addFilter(SacctWarningOnce())
+
+
 class SweepFolderCallback(Callback):
     """A Hydra callback that names the sweep folder when a multirun ends, with the report command."""
 
@@ -78,6 +107,7 @@ class SweepFolderCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         SweepFolderCallback.folder = str(config.hydra.sweep.dir)
+        quiet_sacct_warnings()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = config.hydra.sweep.dir

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -59,6 +60,7 @@ class RunResult:
     objective: float  # schedule.objective of the run's evaluations (nan if interrupted)
     checkpoint: Path
     summary: dict[str, Any]
+    requeue: Optional[Callable[[], None]] = None  # interrupted by a cluster's requeue signal: requeue the job
 
 
 def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> RunResult:
@@ -84,6 +86,7 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
     write_summary(run_dir, summary)
     summary["status"] = "failed"  # until it finishes or stops
     agent: Optional[TetrisAgent] = None
+    control = StopControl()
     env = make_env(config.env)()
     try:
         if config.resume:
@@ -100,7 +103,6 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
         adopt_best(history_file, store)
         agent.model.set_logger(configure_logger(run_dir, schedule.tensorboard, keep_until_step=first_step))
 
-        control = StopControl()
         evaluation = EvalCallback(
             schedule.eval_freq,
             agent,
@@ -153,7 +155,10 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             )
         if reason == "interrupted":
             summary.update(status="interrupted", objective=None, best=evaluation.best)
-            log.warning("interrupted at step %d; %s", trained_to, resume_hint(run_dir))
+            if control.requeue is not None:
+                log.warning("stopped at step %d to be requeued: the requeued job continues from here", trained_to)
+            else:
+                log.warning("interrupted at step %d; %s", trained_to, resume_hint(run_dir))
         else:
             evaluated = len(evaluation.history)
             final = evaluation.evaluate_now()
@@ -204,7 +209,7 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             logger.close()
         env.close()
     objective = summary["objective"] if summary["objective"] is not None else float("nan")
-    return RunResult(summary["status"], summary["stop_reason"], objective, checkpoint, summary)
+    return RunResult(summary["status"], summary["stop_reason"], objective, checkpoint, summary, control.requeue)
 
 
 def lines_statistics(model: Any) -> dict[str, Any]:
