@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 
 from tetris_train.report import main, report
+from tetris_train.run_folder import RunFolderLock
 
 
 def make_job(sweep, overrides, summary=None, evaluations=()):
@@ -51,12 +52,17 @@ def sweep(tmp_path):
     make_job(sweep, [common, "agent.gamma=0.99", "seed=0"], finished(300.0, 300.0), [(1000, 300.0)])
     make_job(sweep, [common, "agent.gamma=0.5", "seed=0"], {"status": "failed", "error": "ValueError: boom"})
     alive = {"status": "running", "host": socket.gethostname(), "pid": os.getpid()}
-    make_job(sweep, [common, "agent.gamma=0.5", "seed=1"], alive, [(1000, 5.0)])
+    running = RunFolderLock(make_job(sweep, [common, "agent.gamma=0.5", "seed=1"], alive, [(1000, 5.0)]))
+    running.acquire(wait=False)  # as the process training it holds it
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    make_job(sweep, [common, "agent.gamma=0.5", "seed=2"], {**alive, "pid": dead.pid})
+    stopped = make_job(sweep, [common, "agent.gamma=0.5", "seed=2"], {**alive, "pid": dead.pid})
+    dead_lock = RunFolderLock(stopped)  # taken by a process that died: let go with it
+    dead_lock.acquire(wait=False)
+    dead_lock.release()
     (sweep / "multirun.yaml").write_text("{}")
-    return sweep
+    yield sweep
+    running.release()
 
 
 def test_report_groups_seeds_ranks_configurations_and_writes_its_files(sweep, tmp_path):

@@ -149,6 +149,79 @@ def test_trials_proposing_one_configuration_at_once_train_it_once(tmp_path):
     assert "finished: not training it again" in result.stdout + result.stderr
 
 
+# --- workers sharing a study (the real thing, two processes on PostgreSQL: test_shared_study.py) ---
+
+
+def searcher(n_trials: int):
+    from tetris_train.search import OptunaSearchImpl
+
+    return OptunaSearchImpl(n_trials=n_trials, n_jobs=1)
+
+
+def test_a_study_gives_out_n_trials_in_all_and_past_that_nothing():
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tetris_train.search import NOT_RUN
+
+    study = optuna.create_study(direction="maximize")
+    space = {"agent.gamma": FloatDistribution(0.9, 0.99)}
+    impl = searcher(n_trials=2)
+    assert impl.ask(study, space, []) is not None and impl.ask(study, space, []) is not None
+    assert impl.ask(study, space, []) is None and len(study.trials) == 2  # nothing asked past the budget
+    # a trial another worker queued after the budget was used up: asked for, then told it is past it
+    study.enqueue_trial({"agent.gamma": 0.95})
+    assert impl.ask(study, space, []) is None
+    late = study.trials[-1]
+    assert late.state == optuna.trial.TrialState.FAIL and late.user_attrs[NOT_RUN] == "over_budget"
+
+
+def test_a_proposal_another_worker_is_running_is_set_aside():
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from tetris_train.search import NOT_RUN
+
+    study = optuna.create_study(direction="maximize")
+    space = {"agent.batch_size": CategoricalDistribution([64])}  # every proposal the same
+    running = study.ask(space)  # another worker's trial
+    impl = searcher(n_trials=10)
+    trial = impl.ask(study, space, [], attempts=3)
+    # set aside twice, then taken: its run folder's lock makes it wait for the other worker's run
+    assert [t.user_attrs.get(NOT_RUN) for t in study.trials] == [None, "duplicate", "duplicate", None]
+    assert trial.number == 3 and trial.params == running.params
+    # within one worker's own batch a repeated proposal is not set aside (the batch runs it in turn)
+    study.tell(running, 1.0)
+    assert impl.ask(study, space, [trial]).number == 4
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the lost worker's ask, made here by hand
+def test_a_dead_workers_trial_is_failed_once_its_heartbeat_is_stale_and_runs_again(tmp_path):
+    import time
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tetris_train.search import RETRY_OF, budget, open_study, retry_stale_trials
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = open_study(url, "s", "maximize", None, None, heartbeat_s=1)
+    space = {"agent.gamma": FloatDistribution(0.9, 0.99)}
+    lost = study.ask(space)
+    study._storage.record_heartbeat(lost._trial_id)  # then its worker dies
+    retry_stale_trials(study)
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # not stale yet
+    time.sleep(3)
+    retry_stale_trials(open_study(url, "s", "maximize", None, None, heartbeat_s=1))  # another worker
+    first, again = study.get_trials()
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert again.state == optuna.trial.TrialState.WAITING and again.params == {}
+    assert again.user_attrs == {RETRY_OF: 0, "replaces": 0}
+    assert budget(study) == (1, 1)  # the retry keeps the lost trial's slot
+    retried = searcher(n_trials=1).ask(study, space, [])
+    assert retried.number == 1 and retried.params == lost.params
+
+
 def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path):
     # tests/data/optuna-2.10.db: a 2-trial study written by optuna 2.10.1 (the version this project used before)
     sweep = tmp_path / "sweep"
@@ -168,7 +241,7 @@ def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path
     subprocess.run([str(upgrade), "storage", "upgrade", "--storage", storage], check=True, capture_output=True)
     resumed = run_cli(tmp_path, *search(sweep, "hydra.sweeper.n_trials=3", "schedule.max_timesteps=1000"))
     assert resumed.returncode == 0, resumed.stderr
-    assert "already holds 2 done trials of 3" in resumed.stdout + resumed.stderr
+    assert "already holds 2 of 3 trials" in resumed.stdout + resumed.stderr
     assert [t.state.name for t in optuna_trials(sweep)] == ["COMPLETE", "COMPLETE", "COMPLETE"]
     # its trials rank runs by their best evaluation: trials of another objective are not mixed in
     other = run_cli(tmp_path, *search(sweep, "hydra.sweeper.n_trials=4", "schedule.objective=mean"))
@@ -228,7 +301,7 @@ def test_a_pruned_trial_stops_is_recorded_as_pruned_and_is_never_resumed(tmp_pat
 
     again = run_cli(tmp_path, *command)  # the same search again: every trial counts, nothing is trained
     assert again.returncode == 0, again.stderr
-    assert "already holds 4 done trials of 4" in again.stdout + again.stderr
+    assert "already holds 4 of 4 trials" in again.stdout + again.stderr
     assert len(optuna_trials(sweep)) == 4
     assert summaries(sweep) == runs
 

@@ -166,7 +166,11 @@ def test_optuna_search_with_a_stored_study_resumes_after_an_interruption(tmp_pat
     assert interrupt_when(process, second_trial_running, timeout=180) == 130
     first = summaries(sweep)
     [interrupted] = [name for name, s in first.items() if s["status"] == "interrupted"]
-    assert [t.state for t in optuna_trials(sweep)] == [TrialState.COMPLETE, TrialState.RUNNING]
+    # the sweeper marks the trial it stops as cut off and queues its parameters again
+    trials = optuna_trials(sweep)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs == {"interrupted": True}
+    assert trials[2].user_attrs == {"retry_of": 1, "replaces": 1}
 
     result = run_cli(tmp_path, "-m", *command)
     assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@ import errno
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -66,17 +67,32 @@ def train_app(cfg: DictConfig) -> float:
 
 def train(overrides: list[str], cfg: DictConfig, run_dir: Path) -> float:
     from .agent import check_device
-    from .checkpoints import CheckpointError
     from .replay import check_memory
-    from .run_folder import find_continuation, resume_hint
+    from .run_folder import RunFolderLock
     from .search import TrialReporter
-    from .train import run_training
 
+    lock = RunFolderLock(run_dir)
     with bad_input_exits(overrides):
         config = build_config(cfg, overrides)
         check_memory(config)
         check_device(config)
         trial = TrialReporter.from_hydra()  # this job's trial, in an Optuna search
+        # in a sweep, another job may train this folder (the same configuration asked for again,
+        # or the same sweep run by two commands): wait for it, then find its run
+        lock.acquire(wait=HydraConfig.get().mode == RunMode.MULTIRUN)
+    try:
+        return train_in_folder(overrides, config, run_dir, trial)
+    finally:
+        lock.release()
+
+
+def train_in_folder(overrides: list[str], config: TrainingConfig, run_dir: Path, trial: Any) -> float:
+    """Train ``config`` in ``run_dir`` (held by this process), or continue or replay what it holds."""
+    from .checkpoints import CheckpointError
+    from .run_folder import find_continuation, resume_hint
+    from .train import run_training
+
+    with bad_input_exits(overrides):
         continuation = find_continuation(config, run_dir, search_trial=trial is not None)
     if continuation is not None and continuation.finished is not None:
         log.info("%s holds this run, finished: not training it again", run_dir)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .objective import SOURCES, objective_of
-from .run_folder import process_alive, read_summary
+from .run_folder import folder_in_use, read_summary
 from .sweeps import shorten_number
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def job_status(job: Job) -> str:
     any other status as its summary writes it, ``unknown`` for one that is not a word."""
     status = job.summary.get("status")
     if status == "running":
-        return "running" if process_alive(job.summary) else "stopped"
+        return "running" if folder_in_use(job.folder) else "stopped"
     if status is None:
         return "pending"
     return status.strip() if isinstance(status, str) and status.strip() else "unknown"

@@ -9,6 +9,7 @@ The checkpoint format itself is :mod:`tetris_train.checkpoints`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -16,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 METRICS_FILE = "metrics.csv"
+LOCK_FILE = ".lock"  # held by the process that trains the run folder
 PERIODIC_PREFIX = "step_"
 FINAL = "final"
 BEST = "best"
@@ -316,11 +317,6 @@ def find_continuation(config: TrainingConfig, run_dir: Path, search_trial: bool 
             f"choose another folder (hydra.run.dir=... for a run, hydra.sweep.dir=... for a sweep)"
         )
     summary = read_summary(run_dir)
-    if summary.get("status") == "running" and process_alive(summary) and summary.get("pid") != os.getpid():
-        raise ResumeError(
-            f"{run_dir} is being trained right now by process {summary['pid']} on this machine: "
-            f"one command per run folder at a time"
-        )
     if (summary.get("status") == "pruned" and search_trial) or (
         summary.get("status") == "finished"
         and (
@@ -445,12 +441,47 @@ def write_failure(run_dir: Path, message: str) -> None:
     write_summary(run_dir, {"status": "failed", "error": message})
 
 
-def process_alive(summary: dict[str, Any]) -> bool:
-    """Whether the process a ``running`` summary names still runs (on another host: assumed so)."""
-    if summary.get("host") != socket.gethostname():
-        return True
+class RunFolderLock:
+    """One process trains a run folder at a time: it holds an exclusive lock (``flock``) on the
+    folder's ``.lock`` file from before it reads what the folder holds until the run ends. The lock
+    goes with the process, however it ends; it holds across machines on a shared file system that
+    supports locks (NFSv4, Lustre with flock, BeeGFS, GPFS)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.handle: Optional[Any] = None
+
+    def acquire(self, wait: bool) -> None:
+        """Take the lock; if another process holds it, wait for it (``wait``) or raise ResumeError."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.run_dir / LOCK_FILE, "a")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                handle.close()
+                summary = read_summary(self.run_dir)
+                by = f" by process {summary.get('pid')} on {summary.get('host')}" if "pid" in summary else ""
+                raise ResumeError(
+                    f"{self.run_dir} is being trained right now{by}: one command per run folder at a time"
+                ) from None
+            log.info("%s is being trained by another job (the same configuration): waiting for it", self.run_dir)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file releases the lock
+            self.handle = None
+
+
+def folder_in_use(run_dir: Path) -> bool:
+    """Whether a process trains ``run_dir`` right now (holds its lock)."""
     try:
-        os.kill(int(summary["pid"]), 0)
-    except (KeyError, OSError, ValueError, TypeError):
+        with open(Path(run_dir) / LOCK_FILE) as handle:  # read only: looking writes nothing
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: never trained by this version, or not readable
         return False
-    return True
+    return False

@@ -9,6 +9,10 @@ evaluation's objective so far to the study, and stops as ``pruned`` when the stu
 A search is resumable: trials cut off by an interruption are asked for again with the same
 parameters (their jobs continue from their checkpoints), finished and pruned ones count.
 
+Several sweep commands (workers, e.g. on several machines) may share one stored study: they draw
+on one budget of ``n_trials``, each keeps its running trials alive with a heartbeat, and the trials
+of a worker that died are failed once their heartbeat is stale and asked for again by any worker.
+
 Nothing here imports optuna at module level: Hydra imports every sweeper plugin on each command.
 """
 
@@ -17,6 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SWEEPER_TARGET = "hydra_plugins.tetris_train_search.OptunaSearch"
 INTERRUPTED = "interrupted"  # user attribute of a trial cut off by an interruption
+RETRY_OF = "retry_of"  # user attribute of a trial that runs an interrupted trial's parameters again
+REPLACES = "replaces"  # ... and the number of the trial it replaces
+NOT_RUN = "not_run"  # user attribute of a trial asked for but not run: over_budget or duplicate
 PRUNED_AT = "pruned_at"  # user attribute: the step at which the job stopped as pruned
 # what a sampler's or pruner's _target_ may name: nothing from a config file runs other code
 ALLOWED_TARGETS = {"sampler": "optuna.samplers.", "pruner": "optuna.pruners."}
@@ -49,6 +59,8 @@ class OptunaSearchConfig:
         n_jobs: trials launched together in one batch (run at once by a parallel launcher).
         max_failure_rate: fraction of a batch's trials that may fail before the search stops.
         params: search space, key: Hydra sweep expression (choice, range, interval, tag(log, ...)).
+        heartbeat_s: seconds between a worker's signs of life for its running trials in a stored
+            study; after twice that without one, another worker fails them and runs them again.
         trial: set by the search in each job (the job's trial number); leave unset.
     """
 
@@ -64,6 +76,7 @@ class OptunaSearchConfig:
     n_jobs: int = 1
     max_failure_rate: float = 0.0
     params: Optional[dict[str, str]] = None
+    heartbeat_s: int = 60
     trial: Optional[int] = None
 
 
@@ -181,20 +194,43 @@ def reproduce_command(params: dict[str, Any], fixed: list[str], schedule: Option
 SQLITE_BUSY_TIMEOUT_S = 60  # parallel jobs write to one SQLite study: wait for the lock, do not fail
 
 
-def storage_of(url: Optional[str]) -> Any:
-    """Optuna's storage for a database URL (None: in memory); SQLite waits for a busy database."""
+def storage_of(url: Optional[str], heartbeat_s: Optional[int] = None) -> Any:
+    """Optuna's storage for a database URL (None: in memory); SQLite waits for a busy database.
+    With ``heartbeat_s`` (the sweeper's), running trials whose heartbeat is older than twice that
+    can be failed by :func:`retry_stale_trials` and run again."""
     if not url:
         return None
     import optuna
 
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_s:
+        heartbeat = dict(heartbeat_interval=heartbeat_s, heartbeat_stale_trial_callback=retry_interrupted)
+    engine_kwargs = None
     if url.startswith("sqlite:"):
         make_sqlite_folder(url)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    return optuna.storages.RDBStorage(url)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental (since Optuna 2.9)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        except (IntegrityError, ProgrammingError) as error:  # workers creating a new database's tables at once
+            if "already exists" not in str(error) or attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))  # the other worker's tables are there by then
+    raise AssertionError("unreachable")
 
 
-def open_study(storage: Optional[str], study_name: Optional[str], direction: str, sampler: Any, pruner: Any) -> Any:
+def open_study(
+    storage: Optional[str],
+    study_name: Optional[str],
+    direction: str,
+    sampler: Any,
+    pruner: Any,
+    heartbeat_s: Optional[int] = None,
+) -> Any:
     """Create or load the study; a database of another Optuna version, a URL that does not open
     and the like are refused with one line."""
     optuna = import_optuna()
@@ -206,7 +242,7 @@ def open_study(storage: Optional[str], study_name: Optional[str], direction: str
         raise refuse("hydra.sweeper.study_name=null: a stored study needs a name, so that a search resumes it")
     try:
         return optuna.create_study(
-            storage=storage_of(storage),
+            storage=storage_of(storage, heartbeat_s),
             study_name=study_name,
             direction=direction,
             sampler=sampler,
@@ -233,27 +269,111 @@ def make_sqlite_folder(storage: str) -> None:
         Path(storage[len(prefix) :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def resume_study(study: Any) -> tuple[int, int]:
-    """(trials finished, trials queued again) of a stored study.
+def retry_interrupted(study: Any, trial: Any) -> None:
+    """A failed trial that was cut off (its worker stopped, or died and its heartbeat went stale):
+    its parameters are queued again, so that the trial that runs them finds its run folder and
+    continues from its checkpoint. The retry keeps the first trial's budget slot and names the trial
+    it replaces (a finished trial takes no more attributes)."""
+    original = trial.user_attrs.get(RETRY_OF, trial.number)
+    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: original, REPLACES: trial.number})
+    log.info("trial %d was cut off: its parameters are queued to run again", trial.number)
 
-    A trial still marked running was cut off: it is marked failed and ``interrupted`` (so it does not
-    count as finished) and its parameters are queued to be asked for again, so that its job finds
-    its run folder and continues from its checkpoint. Completed, pruned and failed trials count.
-    """
+
+def interrupt(study: Any, trials: list[Any]) -> None:
+    """This worker's trials that it stops before they ended: failed and queued again."""
     from optuna.trial import TrialState
 
-    done = again = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.RUNNING:
+    for trial in trials:
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
             study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            study.enqueue_trial(dict(trial.params), skip_if_exists=False)
-            again += 1
-        elif trial.state == TrialState.WAITING:
-            again += 1
-        elif trial.state.is_finished() and not trial.user_attrs.get(INTERRUPTED):
-            done += 1
-    return done, again
+            retry_interrupted(study, study._storage.get_trial(trial._trial_id))
+
+
+def cut_off(trials: list[Any]) -> set[int]:
+    """Numbers of the trials that were cut off and replaced by a retry."""
+    return {t.number for t in trials if t.user_attrs.get(INTERRUPTED)} | {
+        t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs
+    }
+
+
+def retry_stale_trials(study: Any) -> None:
+    """Fail the running trials of workers whose heartbeat stopped; their retries are queued."""
+    import optuna
+
+    with warnings.catch_warnings():  # experimental since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def takes_a_slot(trial: Any) -> bool:
+    """Whether a trial counts against ``n_trials``: retries take their first trial's slot, and trials
+    asked for but never run take none."""
+    return RETRY_OF not in trial.user_attrs and NOT_RUN not in trial.user_attrs
+
+
+def budget(study: Any) -> tuple[int, int]:
+    """(slots of n_trials taken, trials queued to run again) of a study."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return sum(map(takes_a_slot, trials)), sum(t.state == TrialState.WAITING for t in trials)
+
+
+class Heartbeat:
+    """A thread that records a heartbeat for this worker's running trials every ``every_s`` seconds,
+    so that other workers leave them alone until this one dies."""
+
+    def __init__(self, study: Any, every_s: float):
+        self.storage, self.every_s = study._storage, every_s
+        self.enabled = bool(getattr(self.storage, "get_heartbeat_interval", lambda: None)())
+        self.trial_ids: set[int] = set()
+        self.seen: set[int] = set()  # running trials given one heartbeat by once()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="trial-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def add(self, trial: Any) -> None:
+        with self.lock:
+            self.trial_ids.add(trial._trial_id)
+        self.beat([trial._trial_id])
+
+    def once(self, trials: list[Any]) -> None:
+        """One heartbeat for running trials this worker has not seen yet: a trial whose worker died
+        before its first heartbeat (or a study from before heartbeats) never goes stale otherwise.
+        A live worker's trial only gets one beat more."""
+        new = [t._trial_id for t in trials if t._trial_id not in self.seen]
+        self.seen.update(new)
+        self.beat(new)
+
+    def remove(self, trial: Any) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial._trial_id)
+
+    def beat(self, trial_ids: list[int]) -> None:
+        if not self.enabled:
+            return
+        for trial_id in trial_ids:
+            try:
+                self.storage.record_heartbeat(trial_id)
+            except Exception as error:  # a database hiccup must not stop the search
+                log.warning("heartbeat of trial id %d not recorded: %s", trial_id, error)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            with self.lock:
+                trial_ids = list(self.trial_ids)
+            self.beat(trial_ids)
 
 
 OBJECTIVE_ATTR = "objective"  # the study's user attribute: the schedule.objective its trials report
@@ -276,8 +396,8 @@ def check_objective(study: Any, objective: str) -> None:
 
 
 def reseeded(spec: Any, offset: int) -> Any:
-    """A seeded sampler config moved on by ``offset``: seeded as before, it would propose the first
-    session's parameters again."""
+    """A seeded sampler config moved on by ``offset`` (the trials the study holds): seeded as
+    before, a resumed search would propose the first session's parameters again."""
     if spec is None or not offset or spec.get("seed") is None:
         return spec
     spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
@@ -316,41 +436,126 @@ class OptunaSearchImpl:
                 "hydra.sweeper.storage=null: pruning needs a stored study that the jobs report to "
                 "(e.g. hydra.sweeper.storage=sqlite:///${hydra.sweep.dir}/optuna.db), or hydra/sweeper/pruner=none"
             )
-        import_optuna()
+        optuna = import_optuna()
         from optuna.trial import TrialState
 
         space, fixed = search_space([f"{k}={v}" for k, v in (s.params or {}).items()] + list(arguments))
-        study = open_study(s.storage, s.study_name, s.direction, build("sampler", s.sampler), build("pruner", s.pruner))
+        heartbeat_s = s.heartbeat_s if s.storage else None
+        if heartbeat_s is not None and not (isinstance(heartbeat_s, int) and heartbeat_s >= 1):
+            raise refuse(f"hydra.sweeper.heartbeat_s={heartbeat_s}: expected an integer >= 1 (seconds)")
+        study = open_study(
+            s.storage, s.study_name, s.direction, build("sampler", s.sampler), build("pruner", s.pruner), heartbeat_s
+        )
         check_objective(study, str(self.config.schedule.objective))
-        done, again = resume_study(study) if s.storage else (0, 0)
-        study.sampler = build("sampler", reseeded(s.sampler, done + again))
-        if done or again:
+        if s.storage:
+            retry_stale_trials(study)
+        taken, again = budget(study)
+        study.sampler = build("sampler", reseeded(s.sampler, len(study.get_trials(deepcopy=False))))
+        if taken:
             log.info(
-                "study %s already holds %d done trials of %d (complete, pruned or failed); interrupted, to rerun: %d",
+                "study %s already holds %d of %d trials (finished, running or failed); cut off, to run again: %d",
                 study.study_name,
-                done,
+                taken,
                 s.n_trials,
                 again,
             )
-        to_go = max(s.n_trials - done, 0)
-        log.info("study %s in %s: trials to run: %d", study.study_name, s.storage or "memory", to_go)
-        while to_go > 0:
-            trials = [study.ask(space) for _ in range(min(s.n_jobs, to_go))]
-            returns = self.launch(trials, fixed)
-            failures = []
-            for trial, result in zip(trials, returns):
-                state, value = self.outcome(study, trial, result)
-                if state == TrialState.FAIL:
-                    failures.append((trial, result))
-                study.tell(trial, value, state=state)
-            if failures and len(failures) / len(returns) > s.max_failure_rate:
-                trial, result = failures[0]
-                error = result._return_value
-                if not isinstance(error, BaseException):
-                    error = JobFailed(f"trial {trial.number} gave no objective")
-                raise error
-            to_go -= len(trials)
+        log.info(
+            "study %s in %s: new trials to run: %d", study.study_name, s.storage or "memory", max(s.n_trials - taken, 0)
+        )
+        waiting_for: list[int] = []
+        with Heartbeat(study, heartbeat_s or 1) as heartbeat:
+            heartbeat.once(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            while True:
+                if s.storage:
+                    retry_stale_trials(study)
+                trials = self.ask_batch(study, space, heartbeat)
+                if not trials:
+                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if not running:
+                        break
+                    numbers = [t.number for t in running]
+                    if numbers != waiting_for:  # trials of other workers: one of them may die and need a retry
+                        log.info("no trial left to start; waiting for trials %s of other workers", numbers)
+                        waiting_for = numbers
+                        heartbeat.once(running)
+                    time.sleep(heartbeat_s or 1)
+                    continue
+                try:
+                    returns = self.launch(trials, fixed)
+                except BaseException:  # interrupted: the trials run again when the search resumes
+                    interrupt(study, trials)
+                    raise
+                failures = []
+                for trial, result in zip(trials, returns):
+                    state, value = self.outcome(study, trial, result)
+                    if state == TrialState.FAIL:
+                        failures.append((trial, result))
+                    heartbeat.remove(trial)
+                    try:
+                        study.tell(trial, value, state=state)
+                    except optuna.exceptions.UpdateFinishedTrialError:  # taken for lost (no heartbeat in time)
+                        log.warning(
+                            "trial %d was failed as lost by another worker; its retry replays its run", trial.number
+                        )
+                if failures and len(failures) / len(returns) > s.max_failure_rate:
+                    trial, result = failures[0]
+                    error = result._return_value
+                    if not isinstance(error, BaseException):
+                        error = JobFailed(f"trial {trial.number} gave no objective")
+                    raise error
         self.finish(study, fixed)
+
+    def ask_batch(self, study: Any, space: dict[str, Any], heartbeat: Heartbeat) -> list[Any]:
+        """Up to ``n_jobs`` trials to run now: queued retries first, then new ones while the budget
+        of ``n_trials`` lasts; none when it is used up."""
+        batch: list[Any] = []
+        while len(batch) < self.settings.n_jobs:
+            trial = self.ask(study, space, batch)
+            if trial is None:
+                break
+            heartbeat.add(trial)
+            batch.append(trial)
+        return batch
+
+    def ask(self, study: Any, space: dict[str, Any], batch: list[Any], attempts: int = 20) -> Optional[Any]:
+        """One trial to run, or None once the study's budget is used up.
+
+        Several workers may ask at once: a new trial numbered past the budget is told failed and
+        ``not_run`` (over_budget); a proposal equal to a trial another worker is running is told
+        ``not_run`` (duplicate) and asked again from a reseeded sampler.
+        """
+        from optuna.trial import TrialState
+
+        taken, waiting = budget(study)
+        if taken >= self.settings.n_trials and not waiting:
+            return None
+        for attempt in range(attempts):
+            with warnings.catch_warnings():  # this sweeper keeps the heartbeats that Study.optimize would
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trial = study.ask(space)
+            stored = study._storage.get_trial(trial._trial_id)
+            if RETRY_OF in stored.user_attrs:
+                return trial
+            others = study.get_trials(deepcopy=False)
+            if sum(takes_a_slot(t) for t in others if t.number < trial.number) >= self.settings.n_trials:
+                self.not_run(study, trial, "over_budget")
+                return None
+            mine = {t.number for t in batch} | {trial.number}
+            duplicate = any(
+                t.state == TrialState.RUNNING and t.number not in mine and t.params == trial.params for t in others
+            )
+            if not duplicate or attempt == attempts - 1:  # the last one waits for the other's run folder
+                return trial
+            self.not_run(study, trial, "duplicate")
+            study.sampler.reseed_rng()  # two workers seeded alike part ways
+        return None
+
+    @staticmethod
+    def not_run(study: Any, trial: Any, why: str) -> None:
+        from optuna.trial import TrialState
+
+        study._storage.set_trial_user_attr(trial._trial_id, NOT_RUN, why)
+        study.tell(trial, state=TrialState.FAIL)
 
     def launch(self, trials: list[Any], fixed: list[str]) -> list[Any]:
         """Run the trials' jobs; trials with the same parameters (one run folder) one after another,
@@ -394,7 +599,12 @@ class OptunaSearchImpl:
         from optuna.trial import TrialState
 
         trials = study.get_trials(deepcopy=False)
-        failed = [t.number for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED)]
+        replaced = cut_off(trials)
+        failed = [
+            t.number
+            for t in trials
+            if t.state == TrialState.FAIL and t.number not in replaced and NOT_RUN not in t.user_attrs
+        ]
         if failed:  # the search itself went through: a warning, not a failure
             log.warning(
                 "%d of %d trials failed (numbers %s); their job folders' summary.json say why",
@@ -417,7 +627,13 @@ class OptunaSearchImpl:
             "trials": {"complete": len(complete), "pruned": pruned, "failed": len(failed)},
             "command": reproduce_command(best.params, fixed, self.config.hydra.runtime.choices.get("schedule")),
         }
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        from .run_folder import write_atomic
+
+        # several workers may finish one after another: each writes the whole study's results
+        write_atomic(
+            Path(self.config.hydra.sweep.dir) / "optimization_results.yaml",
+            OmegaConf.to_yaml(OmegaConf.create(results)),
+        )
         log.info("best trial %d: objective %.1f; %s", best.number, best.value, results["command"])
 
 
