@@ -92,6 +92,9 @@ up() {
         say "already up ($CONF)"
     else
         down_quietly
+        if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+            fail "another SLURM daemon runs on this machine (pids $(pgrep -d' ' '^slurm(ctld|d)$')): stop it first"
+        fi
         write_conf
         start_munge
         slurmctld -f "$CONF" -i

@@ -46,18 +46,18 @@ LAUNCHER = [
 
 
 @pytest.fixture(scope="module")
-def slurm_env(tmp_path_factory):
+def slurm_env():
     """The environment that points SLURM's commands at the local cluster (started for these tests
-    unless it already runs; then left running)."""
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURM_LOCAL_DIR": str(state)}
+    and stopped after them, unless it already ran)."""
+    env = dict(os.environ)
     up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, f"the local SLURM cluster did not start: {up.stderr[-2000:]}"
     match = re.search(r"export SLURM_CONF=(\S+)", up.stdout)
     assert match, up.stdout
     env["SLURM_CONF"] = match.group(1)
     yield env
-    subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
+    if "already up" not in up.stderr:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
 
 
 def sweep_command(sweep: Path) -> list[str]:
