@@ -298,3 +298,18 @@ def test_every_console_script_names_a_function():
     assert {"tetris-train", "tetris-train-evaluate", "tetris-train-report", "tetris-train-demo"} <= set(scripts)
     for entry in scripts.values():
         assert callable(entry.load()), entry.value
+
+
+def test_a_run_folder_that_another_process_trains_is_refused_in_one_line(tmp_path):
+    from tetris_train.run_folder import RunFolderLock
+
+    run = tmp_path / "run"
+    lock = RunFolderLock(run)
+    lock.acquire(wait=False)  # as the process training it holds it
+    try:
+        result = run_cli(tmp_path, *SMOKE, f"hydra.run.dir={run}")
+    finally:
+        lock.release()
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"error: {run} is being trained right now: one command per run folder at a time"

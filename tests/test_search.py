@@ -222,6 +222,62 @@ def test_a_dead_workers_trial_is_failed_once_its_heartbeat_is_stale_and_runs_aga
     assert retried.number == 1 and retried.params == lost.params
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_live_workers_heartbeat_keeps_its_trial_and_a_late_tell_is_harmless(tmp_path):
+    import time
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tetris_train.search import Heartbeat, OptunaSearchImpl, open_study, retry_stale_trials
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = open_study(url, "s", "maximize", None, None, heartbeat_s=1)
+    other = open_study(url, "s", "maximize", None, None, heartbeat_s=1)  # another worker's view
+    trial = study.ask({"agent.gamma": FloatDistribution(0.9, 0.99)})
+    with Heartbeat(study, every_s=1) as heartbeat:
+        heartbeat.add(trial)
+        time.sleep(3)  # more than the 2 s grace period
+        retry_stale_trials(other)
+        assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # alive: left alone
+    time.sleep(3)  # the worker stops beating (it stalled): the other fails the trial and queues it
+    retry_stale_trials(other)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    retry_stale_trials(other)  # failing it again queues no second retry
+    assert len(study.get_trials()) == 2
+    OptunaSearchImpl.tell(study, trial, 5.0, optuna.trial.TrialState.COMPLETE)  # the stalled worker's result
+    assert study.get_trials()[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_workers_of_a_study_keep_one_heartbeat_interval(tmp_path, capsys):
+    from tetris_train.cli import BadInputExit
+    from tetris_train.search import check_heartbeat, open_study
+
+    study = open_study(f"sqlite:///{tmp_path}/study.db", "s", "maximize", None, None, heartbeat_s=60)
+    check_heartbeat(study, 60)
+    check_heartbeat(study, 60)
+    with pytest.raises(BadInputExit):
+        check_heartbeat(study, 10)
+    assert (
+        "hydra.sweeper.heartbeat_s=10: study s is searched with hydra.sweeper.heartbeat_s=60" in capsys.readouterr().err
+    )
+
+
+def test_a_study_interrupted_under_an_earlier_version_counts_each_trial_once():
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tetris_train.search import budget
+
+    study = optuna.create_study(direction="maximize")
+    cut = study.ask({"agent.gamma": FloatDistribution(0.9, 0.99)})
+    study.set_user_attr("objective", "best")
+    study._storage.set_trial_user_attr(cut._trial_id, "interrupted", True)
+    study.tell(cut, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(dict(cut.params))  # that version's retry: no marks
+    assert budget(study) == (1, 1)
+
+
 def test_a_study_stored_by_optuna_2_is_refused_with_the_upgrade_command(tmp_path):
     # tests/data/optuna-2.10.db: a 2-trial study written by optuna 2.10.1 (the version this project used before)
     sweep = tmp_path / "sweep"

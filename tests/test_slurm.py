@@ -98,7 +98,7 @@ def test_jobs_past_their_time_limit_are_requeued_and_continue_exactly(tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert local.returncode == 0, local_errors[-2000:]
     # the missing job accounting of the local cluster is said once, not at every poll
-    assert result.stderr.count("Bypassing sacct error") <= 3  # one record, on submitit's two handlers and Hydra's
+    assert 1 <= result.stderr.count("Bypassing sacct error") <= 3  # one record: submitit's 2 handlers, Hydra's
 
     runs = sorted(sweep.glob("*seed=*"))
     assert [r.name[-6:] for r in runs] == ["seed=0", "seed=1"]

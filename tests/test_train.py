@@ -157,3 +157,64 @@ def test_a_failure_before_training_still_writes_the_summary(tmp_path):
         run_training(broken, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "missing" in summary["error"]
+
+
+def test_a_clusters_requeue_signal_checkpoints_at_once_and_owes_the_due_evaluation(tmp_path, monkeypatch):
+    """SIGUSR2 under a launcher that requeues on it (submitit on SLURM): the run stops at that
+    boundary without the evaluation due there (no time for it), hands back the launcher's handler,
+    and the continued run evaluates that step first, ending as an uninterrupted run does."""
+    from tetris_train.callbacks import EvalCallback
+
+    requeued = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: requeued.append(signum))  # the launcher's
+    real_on_due = EvalCallback._on_due
+
+    def signalled_when_400_is_due(self):
+        if self.model.num_timesteps >= 400 and not requeued and "sent" not in self.__dict__:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGUSR2)
+        real_on_due(self)
+
+    monkeypatch.setattr(EvalCallback, "_on_due", signalled_when_400_is_due)
+    try:
+        result = run_training(config(), tmp_path)
+        assert result.status == "interrupted" and result.requeue is not None
+        stopped_at = result.summary["timesteps"]
+        assert 400 <= stopped_at < 500 and read_metadata(result.checkpoint)["num_timesteps"] == stopped_at
+        assert [e["timesteps"] for e in evaluations(tmp_path)] == [200]  # the one due at 400 was left
+        assert signal.getsignal(signal.SIGUSR2) is not None and not requeued
+        result.requeue()
+        assert requeued == [signal.SIGUSR2]  # the launcher's handler got the signal
+
+        monkeypatch.setattr(EvalCallback, "_on_due", real_on_due)
+        resumed = config()
+        resumed.resume = str(result.checkpoint)
+        finished = run_training(resumed, tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert finished.status == "finished" and finished.requeue is None
+    assert [e["timesteps"] for e in evaluations(tmp_path)] == [200, stopped_at, 600, 800]
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
+    import threading
+
+    from tetris_train.cli import ResumeError
+    from tetris_train.run_folder import RunFolderLock, folder_in_use
+
+    run = tmp_path / "run"
+    first = RunFolderLock(run)
+    first.acquire(wait=False)
+    assert folder_in_use(run)
+    with pytest.raises(ResumeError, match="is being trained right now: one command per run folder"):
+        RunFolderLock(run).acquire(wait=False)
+    second = RunFolderLock(run)
+    waiting = threading.Thread(target=second.acquire, kwargs={"wait": True})
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # a sweep job waits for the other job
+    first.release()
+    waiting.join(10)
+    assert not waiting.is_alive() and folder_in_use(run)
+    second.release()
+    assert not folder_in_use(run)

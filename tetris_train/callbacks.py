@@ -104,14 +104,34 @@ class EvalCallback(BoundaryCallback):
         env_config: EnvConfig,
         episodes: int,
         seed: int,
+        control: Optional[StopControl] = None,
     ):
         super().__init__(every)
         self.agent, self.store, self.history_file = agent, store, history_file
         self.env_config, self.episodes, self.seed = env_config, episodes, seed
+        self.control = control
         self.history = read_history(history_file)
+        self.owed = False  # an evaluation that was due when the run stopped to be requeued
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        steps = self.model.num_timesteps
+        last_due = steps // self.every * self.every if self.every else 0
+        if last_due > 0 and not any(e["timesteps"] >= last_due for e in self.history):
+            self.owed = True  # the run it continues stopped for a requeue before that evaluation
 
     def _on_due(self) -> None:
+        if self.control is not None and self.control.requeue is not None:
+            # the job's time is nearly up: checkpoint first, the requeued job evaluates this step
+            log.info("step %d: evaluation left to the requeued job", self.model.num_timesteps)
+            return
+        self.owed = False
         self.evaluate_now()
+
+    def _on_boundary(self) -> None:
+        if self.owed and (self.control is None or self.control.requeue is None):
+            self.owed = False
+            self.evaluate_now()
 
     @property
     def best(self) -> Optional[dict[str, Any]]:

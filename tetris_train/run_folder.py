@@ -457,7 +457,16 @@ class RunFolderLock:
         handle = open(self.run_dir / LOCK_FILE, "a")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if not isinstance(error, BlockingIOError):  # a file system without locks (NFSv3 with nolock, ...)
+                handle.close()
+                log.warning(
+                    "%s: its file system does not lock files (%s); nothing keeps a second process from "
+                    "training this folder at the same time",
+                    self.run_dir,
+                    error.strerror,
+                )
+                return
             if not wait:
                 handle.close()
                 summary = read_summary(self.run_dir)

@@ -274,6 +274,8 @@ def retry_interrupted(study: Any, trial: Any) -> None:
     its parameters are queued again, so that the trial that runs them finds its run folder and
     continues from its checkpoint. The retry keeps the first trial's budget slot and names the trial
     it replaces (a finished trial takes no more attributes)."""
+    if any(t.user_attrs.get(REPLACES) == trial.number for t in study.get_trials(deepcopy=False)):
+        return  # another worker queued it already
     original = trial.user_attrs.get(RETRY_OF, trial.number)
     study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: original, REPLACES: trial.number})
     log.info("trial %d was cut off: its parameters are queued to run again", trial.number)
@@ -284,10 +286,13 @@ def interrupt(study: Any, trials: list[Any]) -> None:
     from optuna.trial import TrialState
 
     for trial in trials:
-        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            retry_interrupted(study, study._storage.get_trial(trial._trial_id))
+        try:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                retry_interrupted(study, study._storage.get_trial(trial._trial_id))
+        except Exception as error:  # failed as lost by another worker meanwhile, or the database is gone
+            log.warning("trial %d not queued again here: %s", trial.number, error)
 
 
 def cut_off(trials: list[Any]) -> set[int]:
@@ -306,10 +311,18 @@ def retry_stale_trials(study: Any) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def takes_a_slot(trial: Any) -> bool:
-    """Whether a trial counts against ``n_trials``: retries take their first trial's slot, and trials
-    asked for but never run take none."""
-    return RETRY_OF not in trial.user_attrs and NOT_RUN not in trial.user_attrs
+def slot_takers(trials: list[Any]) -> list[Any]:
+    """The trials that count against ``n_trials``: retries take their first trial's slot, trials
+    asked for but never run take none, and so does a trial marked interrupted by an earlier version,
+    whose retry carries no mark and counts itself."""
+    replaced = {t.user_attrs[REPLACES] for t in trials if REPLACES in t.user_attrs}
+    return [
+        t
+        for t in trials
+        if RETRY_OF not in t.user_attrs
+        and NOT_RUN not in t.user_attrs
+        and (not t.user_attrs.get(INTERRUPTED) or t.number in replaced)
+    ]
 
 
 def budget(study: Any) -> tuple[int, int]:
@@ -317,7 +330,7 @@ def budget(study: Any) -> tuple[int, int]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    return sum(map(takes_a_slot, trials)), sum(t.state == TrialState.WAITING for t in trials)
+    return len(slot_takers(trials)), sum(t.state == TrialState.WAITING for t in trials)
 
 
 class Heartbeat:
@@ -352,22 +365,24 @@ class Heartbeat:
         """One heartbeat for running trials this worker has not seen yet: a trial whose worker died
         before its first heartbeat (or a study from before heartbeats) never goes stale otherwise.
         A live worker's trial only gets one beat more."""
-        new = [t._trial_id for t in trials if t._trial_id not in self.seen]
-        self.seen.update(new)
-        self.beat(new)
+        self.seen.update(self.beat([t._trial_id for t in trials if t._trial_id not in self.seen]))
 
     def remove(self, trial: Any) -> None:
         with self.lock:
             self.trial_ids.discard(trial._trial_id)
 
-    def beat(self, trial_ids: list[int]) -> None:
+    def beat(self, trial_ids: list[int]) -> list[int]:
+        """Record a heartbeat for each trial; the ids recorded."""
         if not self.enabled:
-            return
+            return []
+        recorded = []
         for trial_id in trial_ids:
             try:
                 self.storage.record_heartbeat(trial_id)
+                recorded.append(trial_id)
             except Exception as error:  # a database hiccup must not stop the search
                 log.warning("heartbeat of trial id %d not recorded: %s", trial_id, error)
+        return recorded
 
     def _run(self) -> None:
         while not self.stopped.wait(self.every_s):
@@ -393,6 +408,21 @@ def check_objective(study: Any, objective: str) -> None:
             f"resume it with schedule.objective={stored}, or start another study (hydra.sweep.dir=...)"
         )
     study.set_user_attr(OBJECTIVE_ATTR, objective)
+
+
+HEARTBEAT_ATTR = "heartbeat_s"  # the study's user attribute: its workers' heartbeat interval
+
+
+def check_heartbeat(study: Any, heartbeat_s: int) -> None:
+    """Every worker of a study judges the others' heartbeats by its own interval: one interval per
+    study, or a worker beating slowly would have its live trials failed by a faster one."""
+    stored = study.user_attrs.get(HEARTBEAT_ATTR)
+    if stored is not None and stored != heartbeat_s:
+        raise refuse(
+            f"hydra.sweeper.heartbeat_s={heartbeat_s}: study {study.study_name} is searched with "
+            f"hydra.sweeper.heartbeat_s={stored}; use the same for every worker"
+        )
+    study.set_user_attr(HEARTBEAT_ATTR, heartbeat_s)
 
 
 def reseeded(spec: Any, offset: int) -> Any:
@@ -436,7 +466,7 @@ class OptunaSearchImpl:
                 "hydra.sweeper.storage=null: pruning needs a stored study that the jobs report to "
                 "(e.g. hydra.sweeper.storage=sqlite:///${hydra.sweep.dir}/optuna.db), or hydra/sweeper/pruner=none"
             )
-        optuna = import_optuna()
+        import_optuna()
         from optuna.trial import TrialState
 
         space, fixed = search_space([f"{k}={v}" for k, v in (s.params or {}).items()] + list(arguments))
@@ -448,6 +478,7 @@ class OptunaSearchImpl:
         )
         check_objective(study, str(self.config.schedule.objective))
         if s.storage:
+            check_heartbeat(study, heartbeat_s)
             retry_stale_trials(study)
         taken, again = budget(study)
         study.sampler = build("sampler", reseeded(s.sampler, len(study.get_trials(deepcopy=False))))
@@ -491,12 +522,7 @@ class OptunaSearchImpl:
                     if state == TrialState.FAIL:
                         failures.append((trial, result))
                     heartbeat.remove(trial)
-                    try:
-                        study.tell(trial, value, state=state)
-                    except optuna.exceptions.UpdateFinishedTrialError:  # taken for lost (no heartbeat in time)
-                        log.warning(
-                            "trial %d was failed as lost by another worker; its retry replays its run", trial.number
-                        )
+                    self.tell(study, trial, value, state)
                 if failures and len(failures) / len(returns) > s.max_failure_rate:
                     trial, result = failures[0]
                     error = result._return_value
@@ -537,7 +563,7 @@ class OptunaSearchImpl:
             if RETRY_OF in stored.user_attrs:
                 return trial
             others = study.get_trials(deepcopy=False)
-            if sum(takes_a_slot(t) for t in others if t.number < trial.number) >= self.settings.n_trials:
+            if sum(t.number < trial.number for t in slot_takers(others)) >= self.settings.n_trials:
                 self.not_run(study, trial, "over_budget")
                 return None
             mine = {t.number for t in batch} | {trial.number}
@@ -549,6 +575,14 @@ class OptunaSearchImpl:
             self.not_run(study, trial, "duplicate")
             study.sampler.reseed_rng()  # two workers seeded alike part ways
         return None
+
+    @staticmethod
+    def tell(study: Any, trial: Any, value: Optional[float], state: Any) -> None:
+        """Record how a trial ended, unless another worker failed it as lost meanwhile (its heartbeat
+        came too late): then its retry replays the run this trial finished."""
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            log.warning("trial %d was failed as lost by another worker; its retry replays its run", trial.number)
+        study.tell(trial, value, state=state, skip_if_finished=True)
 
     @staticmethod
     def not_run(study: Any, trial: Any, why: str) -> None:

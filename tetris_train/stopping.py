@@ -92,7 +92,8 @@ class stop_on_signals:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
-            if callable(signal.getsignal(REQUEUE_SIGNAL)):  # a launcher's handler, not the default
+            launcher_handler = signal.getsignal(REQUEUE_SIGNAL)
+            if callable(launcher_handler) and REQUEUE_SIGNAL not in self._previous:  # a launcher's, not the default
                 self._previous[REQUEUE_SIGNAL] = signal.signal(REQUEUE_SIGNAL, self._handle_requeue)
         return self
 

@@ -3,6 +3,7 @@ final evaluation, learning curve, summary. Everything it writes goes into ``run_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -87,6 +88,7 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
     summary["status"] = "failed"  # until it finishes or stops
     agent: Optional[TetrisAgent] = None
     control = StopControl()
+    signals = contextlib.ExitStack()
     env = make_env(config.env)()
     try:
         if config.resume:
@@ -111,6 +113,7 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
             config.evaluation_env(),
             schedule.eval_episodes,
             schedule.eval_seed,
+            control,
         )
         metrics = MetricsCallback(schedule.log_interval, agent)  # after evaluation: its row carries eval/*
         stops = []  # callbacks that ask the run to stop early
@@ -125,19 +128,21 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
 
         progress_bar = sys.stdout.isatty() if schedule.progress_bar is None else schedule.progress_bar
         remaining = schedule.max_timesteps - first_step
-        with stop_on_signals(control):
-            if remaining > 0:
-                log.info("training %d steps (to %d) in %s", remaining, schedule.max_timesteps, run_dir)
-                agent.train(
-                    remaining, [evaluation, metrics, *stops, checkpoints], progress_bar=progress_bar, log_interval=None
-                )
-            train_seconds = time.perf_counter() - started
-            if checkpoints.stopped_at is not None:
-                checkpoint, reason = checkpoints.stopped_at, control.reason
-            else:  # ran to max_timesteps (a stop asked for during the last rollout came too late to matter)
-                with control.writing():
-                    checkpoint = store.save_named(agent, FINAL, stop_reason="max_timesteps")
-                reason = "max_timesteps"
+        # until the final evaluation is written: a signal then asks for nothing more, and a cluster's
+        # requeue signal cannot end the job halfway through it
+        signals.enter_context(stop_on_signals(control))
+        if remaining > 0:
+            log.info("training %d steps (to %d) in %s", remaining, schedule.max_timesteps, run_dir)
+            agent.train(
+                remaining, [evaluation, metrics, *stops, checkpoints], progress_bar=progress_bar, log_interval=None
+            )
+        train_seconds = time.perf_counter() - started
+        if checkpoints.stopped_at is not None:
+            checkpoint, reason = checkpoints.stopped_at, control.reason
+        else:  # ran to max_timesteps (a stop asked for during the last rollout came too late to matter)
+            with control.writing():
+                checkpoint = store.save_named(agent, FINAL, stop_reason="max_timesteps")
+            reason = "max_timesteps"
         metadata = read_metadata(checkpoint)
         trained_to = metadata["num_timesteps"]
         summary.update(
@@ -198,6 +203,7 @@ def run_training(config: TrainingConfig, run_dir: Path, trial: Any = None) -> Ru
         summary.update(error=f"{type(error).__name__}: {error}")
         raise
     finally:
+        signals.close()
         summary.update(
             wall_seconds=round(time.perf_counter() - started, 3), ended=time.time(), versions=package_versions()
         )
