@@ -313,3 +313,20 @@ def test_a_run_folder_that_another_process_trains_is_refused_in_one_line(tmp_pat
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line == f"error: {run} is being trained right now: one command per run folder at a time"
+
+
+def test_interrupted_exit_status_survives_a_keyboard_interrupt_inside_a_string_eval(tmp_path):
+    """Under ``python -m``, CPython turns any exit into death by SIGINT once a KeyboardInterrupt ended
+    a string eval (as when Ctrl-C lands in typing's or OmegaConf's), unless the apps clear it."""
+    (tmp_path / "interrupted_app.py").write_text(
+        "from tetris_train.cli import run_app\n"
+        "def interrupt():\n"
+        "    raise KeyboardInterrupt\n"
+        "run_app(lambda: eval('interrupt()'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "interrupted_app"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "error: interrupted"

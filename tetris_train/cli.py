@@ -35,11 +35,27 @@ def run_app(
     (:func:`check_first`): bad input is refused before Hydra writes a folder and before the training
     stack loads. ``usage`` is the ``--help`` text. Output cut short by a closed pipe ends quietly."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
-    with closed_pipe_exits():
+    with closed_pipe_exits(), interrupted_exits():
         if usage is not None and ({"--help", "-h"} & set(sys.argv[1:])):
             print(usage())
             return
         run_checked(app, schema, config_name, check)
+
+
+@contextlib.contextmanager
+def interrupted_exits() -> Iterator[None]:
+    """An exit with status 130 (interrupted) stays 130 under ``python -m``.
+
+    CPython ends a ``python -m`` process by SIGINT itself, whatever its exit status, once a
+    KeyboardInterrupt has ended a string ``eval``/``exec`` anywhere (typing's annotations and
+    OmegaConf evaluate strings), even one that was caught. A string eval that completes clears that
+    mark, so the status a script sees stays the one documented."""
+    try:
+        yield
+    except SystemExit as exit:
+        if exit.code == EXIT_INTERRUPTED:
+            eval("None")  # clears the interpreter's unhandled-KeyboardInterrupt mark (see above)
+        raise
 
 
 def run_checked(

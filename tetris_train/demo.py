@@ -219,4 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import interrupted_exits
+
+    with interrupted_exits():
+        raise SystemExit(main())
