@@ -169,18 +169,21 @@ def test_training_step_equals_sb3s():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def double_q_update_by_hand(twin, batch):
-    """One Double DQN update of ``twin`` on ``batch`` (SB3's samples), with whole forward passes."""
+def update_by_hand(twin, batch, double_q=True, loss="huber"):
+    """One DQN update of ``twin`` on ``batch`` (SB3's samples), with whole forward passes."""
     with torch.no_grad():
         chosen = twin.q_net(batch.next_observations).argmax(dim=1, keepdim=True)
-        next_q = twin.q_net_target(batch.next_observations).gather(1, chosen)
+        double_next_q = twin.q_net_target(batch.next_observations).gather(1, chosen)
         plain_next_q = twin.q_net_target(batch.next_observations).max(dim=1, keepdim=True).values
-        assert not torch.allclose(next_q, plain_next_q)  # else Double DQN's target would be DQN's
+        assert not torch.allclose(double_next_q, plain_next_q)  # else Double DQN's target would be DQN's
+        next_q = double_next_q if double_q else plain_next_q
         target = batch.rewards + (1 - batch.dones) * twin.gamma * next_q
     current = twin.q_net(batch.observations).gather(1, batch.actions.long())
-    loss = torch.nn.functional.smooth_l1_loss(current, target)
+    losses = {"huber": torch.nn.functional.smooth_l1_loss, "mse": torch.nn.functional.mse_loss}
+    error = losses[loss](current, target)
+    assert not torch.allclose(error, losses["mse" if loss == "huber" else "huber"](current, target))
     twin.policy.optimizer.zero_grad()
-    loss.backward()
+    error.backward()
     torch.nn.utils.clip_grad_norm_(twin.policy.parameters(), twin.max_grad_norm)
     twin.policy.optimizer.step()
 
@@ -191,22 +194,29 @@ def shake_target_network(model):
             p.add_(0.5 * torch.randn_like(p))
 
 
-def test_double_q_target_scores_the_online_networks_choice_with_the_target_network():
-    model = empty_model(double_q=True)
+@pytest.mark.parametrize("double_q, loss", [(True, "huber"), (True, "mse"), (False, "mse")])
+def test_the_afterstate_update_is_the_whole_network_update(double_q, loss):
+    """Double DQN's target scores the online network's choice with the target network; ``mse``
+    replaces the Huber loss; either way only the rows the update needs are scored."""
+    model = empty_model(double_q=double_q, loss=loss)
     plain = fill_with_sb3s_buffer_beside(model)
     shake_target_network(model)
     twin = copy.deepcopy(model)
     state = np.random.get_state()
     model.train(gradient_steps=1, batch_size=64)
     np.random.set_state(state)
-    double_q_update_by_hand(twin, plain.sample(64))
+    update_by_hand(twin, plain.sample(64), double_q, loss)
     for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_double_q_with_sb3s_policy():
+@pytest.mark.parametrize("double_q, loss", [(True, "huber"), (False, "mse")])
+def test_double_q_and_the_loss_with_sb3s_policy(double_q, loss):
+    agent = AgentConfig(
+        policy="MlpPolicy", double_q=double_q, loss=loss, buffer_size=2_000, learning_starts=100, batch_size=32
+    )
     config = TrainingConfig(
-        agent=AgentConfig(policy="MlpPolicy", double_q=True, buffer_size=2_000, learning_starts=100, batch_size=32),
+        agent=agent,
         env=EnvConfig(observation="board", max_pieces=60),
     )
     model = TetrisAgent(make_env(config.env)(), config).train(300).model
@@ -215,7 +225,7 @@ def test_double_q_with_sb3s_policy():
     state = np.random.get_state()
     model.train(gradient_steps=1, batch_size=32)
     np.random.set_state(state)
-    double_q_update_by_hand(twin, twin.replay_buffer.sample(32))
+    update_by_hand(twin, twin.replay_buffer.sample(32), double_q, loss)
     for a, b in zip(model.policy.parameters(), twin.policy.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 

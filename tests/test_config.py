@@ -159,8 +159,9 @@ def test_ranges_are_checked(make, field):
 
 def test_configs_saved_before_a_key_existed_mean_what_they_did():
     saved = TrainingConfig().to_dict()
-    del saved["agent"]["double_q"], saved["agent"]["learning_rate_end"]
+    del saved["agent"]["double_q"], saved["agent"]["learning_rate_end"], saved["agent"]["loss"]
     completed = TrainingConfig.from_dict(complete_saved_config(saved)).agent
     assert completed.double_q is False and completed.learning_rate_end is None  # plain targets, a constant rate
+    assert completed.loss == "huber"
     kept = TrainingConfig().to_dict()
     assert complete_saved_config(kept)["agent"]["double_q"] is True  # a saved value stays

@@ -188,12 +188,16 @@ class AfterstateDQN(DQN):
     network picks the next state's action, the target network scores it. With the afterstate
     policy the scoring of the next state's rows moves from the target to the online network, so
     it costs one row per sample.
+
+    ``loss``: ``huber`` (SB3's smooth L1) or ``mse``. Past an error of 1 the Huber loss pulls a value
+    toward the median of its targets rather than their mean, which discounts rare outcomes (a
+    game lost, a bad run of pieces) when rewards are tens of units.
     """
 
-    def __init__(self, policy: Any, env: Any, *args: Any, double_q: bool = False, **kwargs: Any):
+    def __init__(self, policy: Any, env: Any, *args: Any, double_q: bool = False, loss: str = "huber", **kwargs: Any):
         if policy is AfterstatePolicy:
             kwargs.setdefault("replay_buffer_class", AfterstateReplayBuffer)
-        self.double_q = double_q
+        self.double_q, self.loss = double_q, loss
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -223,7 +227,7 @@ class AfterstateDQN(DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         lean = isinstance(self.policy, AfterstatePolicy) and isinstance(self.replay_buffer, AfterstateReplayBuffer)
-        if not lean and not self.double_q:
+        if not lean and not self.double_q and self.loss == "huber":
             return super().train(gradient_steps, batch_size)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
@@ -242,7 +246,10 @@ class AfterstateDQN(DQN):
             else:
                 current_q_values = th.gather(self.q_net(replay_data.observations), 1, replay_data.actions.long())
 
-            loss = F.smooth_l1_loss(current_q_values, target_q_values)
+            if self.loss == "mse":
+                loss = F.mse_loss(current_q_values, target_q_values)
+            else:
+                loss = F.smooth_l1_loss(current_q_values, target_q_values)
             losses.append(loss.item())
 
             self.policy.optimizer.zero_grad()
@@ -258,7 +265,9 @@ class AfterstateDQN(DQN):
         """The next state's value in the TD target: max_a Q_target(s', a), or with ``double_q``
         Q_target(s', argmax_a Q(s', a))."""
         next_obs = replay_data.next_observations
-        if not lean:  # Double DQN with SB3's networks (plain targets there are SB3's train): every action scored
+        if not lean:  # SB3's networks: every action scored
+            if not self.double_q:
+                return self.q_net_target(next_obs).max(dim=1).values
             return self.q_net_target(next_obs).gather(1, self.q_net(next_obs).argmax(dim=1, keepdim=True))
         masks = replay_data.next_action_masks
         if not self.double_q:

@@ -62,7 +62,9 @@ class TetrisAgent:
         self.config = config
         agent = config.agent
         th.set_num_threads(agent.torch_threads)
-        self.model = AfterstateDQN(POLICY_CLASSES[agent.policy], env, double_q=agent.double_q, **dqn_arguments(config))
+        self.model = AfterstateDQN(
+            POLICY_CLASSES[agent.policy], env, double_q=agent.double_q, loss=agent.loss, **dqn_arguments(config)
+        )
         self.replay_files = ReplayFiles()  # replay chunks already on disk, linked by the next checkpoint
         self._total_timesteps_trained = 0
         self._learning_from: Optional[tuple[int, int]] = None  # (num_timesteps, trained) when learn() began
@@ -218,7 +220,12 @@ def model_objects(config: TrainingConfig) -> dict[str, Any]:
     config instead: the hyperparameters, and what SB3 would unpickle (spaces, classes, schedules)."""
     policy = POLICY_CLASSES[config.agent.policy]
     fresh = AfterstateDQN(
-        policy, None, double_q=config.agent.double_q, _init_setup_model=False, **dqn_arguments(config)
+        policy,
+        None,
+        double_q=config.agent.double_q,
+        loss=config.agent.loss,
+        _init_setup_model=False,
+        **dqn_arguments(config),
     )
     excluded = set(fresh._excluded_save_params())
     objects = {name: value for name, value in vars(fresh).items() if name not in excluded}
@@ -248,6 +255,7 @@ def load_model(
         check_env_fits(checkpoint, config.env, env)
     model = checkpoint.load_model(AfterstateDQN, model_objects(config), env=env, device=device)
     model.double_q = config.agent.double_q  # a model saved before the option trained without it
+    model.loss = config.agent.loss
     return model
 
 

@@ -16,6 +16,7 @@ from .validation import ConfigError, check, is_int, is_number
 POLICIES = ("afterstate", "MlpPolicy")
 EPISODE_WINDOW = 100  # finished episodes SB3 keeps for its statistics (stats_window_size)
 DEVICES = ("auto", "cpu", "cuda")
+LOSSES = ("huber", "mse")
 OBJECTIVES = ("best", "mean")  # ScheduleConfig.objective; computed in tetris_train/objective.py
 
 
@@ -46,6 +47,8 @@ class AgentConfig:
         net_arch: hidden layer sizes of the Q-network.
         tau: soft update weight of the target network (1: copy).
         double_q: Double DQN targets (the online network picks, the target network scores).
+        loss: the TD loss: huber (SB3's smooth L1, which moves a value toward the median of its
+            targets once errors exceed 1) or mse (squared error: toward their mean).
         max_grad_norm: gradient norm clipping.
         device: auto, cpu, cuda or cuda:N.
         torch_threads: CPU threads torch may use.
@@ -68,6 +71,7 @@ class AgentConfig:
     net_arch: tuple[int, ...] = (64, 64)
     tau: float = 0.2
     double_q: bool = True
+    loss: str = "huber"
     max_grad_norm: float = 10.0
     device: str = "auto"
     torch_threads: int = 1
@@ -105,6 +109,7 @@ class AgentConfig:
             _check(is_number(value) and 0 <= value <= 1, name, f"a number with 0 <= {name} <= 1")
         _check(is_number(self.tau) and 0 < self.tau <= 1, "tau", "a number with 0 < tau <= 1")
         _check(isinstance(self.double_q, bool), "double_q", "true or false")
+        _check(self.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
         _check(is_number(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "a number > 0")
         sizes = self.net_arch
         _check(
@@ -320,7 +325,7 @@ class TrainingConfig:
 
 # Keys added after runs were first saved, with the value that does what runs saved without them did.
 _KEYS_ADDED = {
-    "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1},
+    "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1, "loss": "huber"},
     "env": {"randomizer": "bag", "hole_features": False},
     "schedule": {"eval_max_pieces": None, "objective": "best", "stop_at_cap": 0},
 }
