@@ -1,13 +1,15 @@
 """The literature's Tetris: our agent against Dellacherie's player, random play and the published table.
 
-1. Training, unless ``--runs`` names finished runs: ``python -m tetris_train env=<env> seed=S
-   [overrides]`` for each seed, ``--jobs`` at a time, into ``--out``.
+1. Training, unless ``--runs`` names finished runs: ``python -m tetris_train env=<env>
+   agent=<agent> schedule=<schedule> seed=S [overrides]`` for each seed, ``--jobs`` at a time, into
+   ``--out``; by default the preset for this game, ``agent=classic schedule=classic``.
 2. Evaluation on fresh games (seeds ``--eval-seed`` onwards, not the ones training evaluated on):
    each run's ``best`` checkpoint, Dellacherie's published player and random play, all on the very
    same games, beside the published means (Scherrer et al., JMLR 2015, Table 1; Thiery & Scherrer
    2009; Fahey 2003).
 
-    python benchmarks/classic.py [--env classic_small] [--seeds 0 1 2] [--jobs 2] [-- overrides]
+    python benchmarks/classic.py [--env classic_small] [--agent classic] [--schedule classic]
+                                 [--seeds 0 1 2] [--jobs 2] [-- overrides]
     python benchmarks/classic.py --runs /tmp/bench/classic/seed_0 /tmp/bench/classic/seed_1 ...
 """
 
@@ -29,7 +31,20 @@ PUBLISHED = {  # mean lines per game: (10 x 10, 10 x 20)
 }
 
 
-def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_pieces: int) -> list[dict]:
+def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_pieces: int, jobs: int = 1) -> list[dict]:
+    """Every run's ``best`` agent, Dellacherie's player and random play on the same games, ``jobs``
+    controllers at a time (one process each)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    tasks = [("agent", str(run), env, episodes, seed, max_pieces) for run in runs]
+    tasks += [(player, None, env, episodes, seed, max_pieces) for player in ("dellacherie", "random")]
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(_evaluate_one, tasks))
+    width, height = rows[0]["board"]  # the runs' own game
+    return [{**{k: v for k, v in row.items() if k != "board"}, "width": width, "height": height} for row in rows]
+
+
+def _evaluate_one(task: tuple) -> dict:
     import torch
 
     from tetris_train.agent import load_model
@@ -39,29 +54,29 @@ def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_piece
     from tetris_train.evaluation import evaluate, model_policy
     from tetris_train.players import DellacheriePlayer, RandomPlayer
 
+    kind, run, env, episodes, seed, max_pieces = task
     torch.set_num_threads(1)
-    rows = []
-    config = None
-    for run in runs:
-        checkpoint = resolve_agent_checkpoint(str(run))
-        metadata = read_metadata(checkpoint)
-        config = EnvConfig.from_dict({**metadata["config"]["env"], "max_pieces": max_pieces})
-        result = evaluate(model_policy(load_model(checkpoint, device="cpu")), config, episodes, seed, progress=None)
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-        rows.append(
-            {
-                "name": f"agent {run.name} (best at {metadata['num_timesteps']:,} steps)",
-                **result,
-                "minutes": summary.get("wall_seconds", float("nan")) / 60,
-                "timesteps": summary.get("timesteps"),
-            }
-        )
-    if config is None:
-        height = {"classic_small": 10, "classic": 20}[env]
-        config = EnvConfig(height=height, randomizer="uniform", preview=0, max_pieces=max_pieces)
-    rows.append({"name": "Dellacherie (published player)", **evaluate(DellacheriePlayer(), config, episodes, seed)})
-    rows.append({"name": "random placements", **evaluate(RandomPlayer(seed), config, episodes, seed)})
-    return [{**row, "width": config.width, "height": config.height} for row in rows]
+    height = {"classic_small": 10, "classic": 20}[env]
+    config = EnvConfig(height=height, randomizer="uniform", preview=0, max_pieces=max_pieces)
+    board = (config.width, config.height)
+    if kind == "dellacherie":
+        result = evaluate(DellacheriePlayer(), config, episodes, seed)
+        return {"name": "Dellacherie (published player)", **result, "board": board}
+    if kind == "random":
+        return {"name": "random placements", **evaluate(RandomPlayer(seed), config, episodes, seed), "board": board}
+    run = Path(run)
+    checkpoint = resolve_agent_checkpoint(str(run))
+    metadata = read_metadata(checkpoint)
+    config = EnvConfig.from_dict({**metadata["config"]["env"], "max_pieces": max_pieces})  # the run's own game
+    result = evaluate(model_policy(load_model(checkpoint, device="cpu")), config, episodes, seed, progress=None)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return {
+        "name": f"agent {run.name} (best at {metadata['num_timesteps']:,} steps)",
+        **result,
+        "minutes": summary.get("wall_seconds", float("nan")) / 60,
+        "timesteps": summary.get("timesteps"),
+        "board": (config.width, config.height),
+    }
 
 
 def print_table(rows: list[dict], episodes: int, seed: int, max_pieces: int, board: str) -> None:
@@ -94,6 +109,8 @@ def print_table(rows: list[dict], episodes: int, seed: int, max_pieces: int, boa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="classic_small", choices=("classic_small", "classic"))
+    parser.add_argument("--agent", default="classic", help="the agent group's option to train")
+    parser.add_argument("--schedule", default="classic", help="the schedule group's option to train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench/classic"))
@@ -108,10 +125,11 @@ def main() -> None:
     if runs is None:
         args.out.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        run_seeds(args.seeds, args.jobs, args.out, [f"env={args.env}", *args.overrides])
+        groups = [f"env={args.env}", f"agent={args.agent}", f"schedule={args.schedule}"]
+        run_seeds(args.seeds, args.jobs, args.out, [*groups, *args.overrides])
         print(f"trained {len(args.seeds)} seeds in {(time.time() - start) / 60:.1f} minutes", flush=True)
         runs = [args.out / f"seed_{seed}" for seed in args.seeds]
-    rows = evaluate_all(runs, args.env, args.episodes, args.eval_seed, args.max_pieces)
+    rows = evaluate_all(runs, args.env, args.episodes, args.eval_seed, args.max_pieces, args.jobs)
     board = f"{rows[-1]['width']} x {rows[-1]['height']}"  # the runs' own game
     print_table(rows, args.episodes, args.eval_seed, args.max_pieces, board)
 

@@ -77,9 +77,13 @@ def test_every_group_has_a_default_and_an_alternative():
         assert "default" in names and len(names) >= 2, group
 
 
+# options made for one game, composed with it
+PARTNERS = {("agent", "classic"): ["env=classic_small"]}
+
+
 @pytest.mark.parametrize("group, option", group_options())
 def test_every_group_option_composes(group, option):
-    config = compose_config(f"{group}={option}")
+    config = compose_config(f"{group}={option}", *PARTNERS.get((group, option), []))
     assert isinstance(config, TrainingConfig)
     assert isinstance(config.agent, AgentConfig) and isinstance(config.env, EnvConfig)
 

@@ -189,23 +189,48 @@ class AfterstateDQN(DQN):
     policy the scoring of the next state's rows moves from the target to the online network, so
     it costs one row per sample.
 
+    ``expected_target``: the next state's value is the mean, over the seven pieces, of its value
+    with that piece to place (``AfterstateReplayBuffer(every_piece=True)`` keeps every piece's rows),
+    not its value with the piece that came: the TD target no longer samples the randomizer. Exact
+    for uniformly drawn pieces without preview.
+
     ``loss``: ``huber`` (SB3's smooth L1) or ``mse``. Past an error of 1 the Huber loss pulls a value
     toward the median of its targets rather than their mean, which discounts rare outcomes (a
     game lost, a bad run of pieces) when rewards are tens of units.
     """
 
-    def __init__(self, policy: Any, env: Any, *args: Any, double_q: bool = False, loss: str = "huber", **kwargs: Any):
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *args: Any,
+        double_q: bool = False,
+        loss: str = "huber",
+        expected_target: bool = False,
+        **kwargs: Any,
+    ):
         if policy is AfterstatePolicy:
             kwargs.setdefault("replay_buffer_class", AfterstateReplayBuffer)
-        self.double_q, self.loss = double_q, loss
+        elif expected_target:
+            raise ValueError("expected_target needs the afterstate policy")
+        self.double_q, self.loss, self.expected_target = double_q, loss, expected_target
         super().__init__(policy, env, *args, **kwargs)
 
     def _setup_model(self) -> None:
-        if self.replay_buffer_class is AfterstateReplayBuffer and "feature_scale" not in (
-            self.replay_buffer_kwargs or {}
-        ):
-            self.replay_buffer_kwargs = {**(self.replay_buffer_kwargs or {}), "feature_scale": self._feature_scale()}
+        if self.replay_buffer_class is AfterstateReplayBuffer:
+            kwargs = dict(self.replay_buffer_kwargs or {})
+            if "feature_scale" not in kwargs:
+                kwargs["feature_scale"] = self._feature_scale()
+            kwargs["every_piece"] = self.expected_target
+            self.replay_buffer_kwargs = kwargs
         super()._setup_model()
+        if self.expected_target and self.env is not None:
+            self.env.env_method("report_every_piece", True)
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset)
+        if self.expected_target:
+            self.env.env_method("report_every_piece", True)
 
     def _feature_scale(self) -> Optional[np.ndarray]:
         """The environment's feature divisors, which let the replay buffer store rows as integers."""
@@ -269,12 +294,27 @@ class AfterstateDQN(DQN):
             if not self.double_q:
                 return self.q_net_target(next_obs).max(dim=1).values
             return self.q_net_target(next_obs).gather(1, self.q_net(next_obs).argmax(dim=1, keepdim=True))
+        if self.expected_target:
+            return self._expected_next_values(next_obs)
         masks = replay_data.next_action_masks
         if not self.double_q:
             return self.q_net_target.max_q_values(next_obs, masks)
         rows = th.arange(next_obs.shape[0], device=next_obs.device)
         chosen = next_obs[rows, self.q_net.greedy_actions(next_obs, masks)]
         return self.q_net_target.row_values(chosen)
+
+    def _expected_next_values(self, next_rows: th.Tensor) -> th.Tensor:
+        """The next board's value averaged over the seven pieces, each piece's value its best
+        placement's (chosen as ``_next_q_values`` chooses): ``next_rows`` ``(batch, placements,
+        features)`` holds every piece's placements, ``replay_buffer.piece_rows`` which are whose."""
+        index = th.as_tensor(self.replay_buffer.piece_rows, device=next_rows.device)  # (pieces, widest)
+        chooser = self.q_net if self.double_q else self.q_net_target
+        scores = chooser.row_values(next_rows)[:, index]  # (batch, pieces, widest)
+        if not self.double_q:
+            return scores.max(dim=2).values.mean(dim=1)
+        best = index[th.arange(index.shape[0], device=index.device), scores.argmax(dim=2)]  # (batch, pieces)
+        chosen = th.gather(next_rows, 1, best.unsqueeze(-1).expand(-1, -1, next_rows.shape[-1]))
+        return self.q_net_target.row_values(chosen).mean(dim=1)
 
 
 POLICY_CLASSES: dict[str, Any] = {"afterstate": AfterstatePolicy, "MlpPolicy": "MlpPolicy"}

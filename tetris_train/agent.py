@@ -63,7 +63,12 @@ class TetrisAgent:
         agent = config.agent
         th.set_num_threads(agent.torch_threads)
         self.model = AfterstateDQN(
-            POLICY_CLASSES[agent.policy], env, double_q=agent.double_q, loss=agent.loss, **dqn_arguments(config)
+            POLICY_CLASSES[agent.policy],
+            env,
+            double_q=agent.double_q,
+            loss=agent.loss,
+            expected_target=agent.expected_target,
+            **dqn_arguments(config),
         )
         self.replay_files = ReplayFiles()  # replay chunks already on disk, linked by the next checkpoint
         self._total_timesteps_trained = 0
@@ -224,6 +229,7 @@ def model_objects(config: TrainingConfig) -> dict[str, Any]:
         None,
         double_q=config.agent.double_q,
         loss=config.agent.loss,
+        expected_target=config.agent.expected_target,
         _init_setup_model=False,
         **dqn_arguments(config),
     )
@@ -349,6 +355,7 @@ def replay_buffer_kwargs(config: TrainingConfig, feature_scale: Optional[np.ndar
         kwargs["feature_scale"] = np.asarray(feature_scale, np.float64)
     if config.agent.policy == "afterstate":
         kwargs.update(n_step_arguments(config).get("replay_buffer_kwargs", {}))
+        kwargs["every_piece"] = config.agent.expected_target
     return kwargs
 
 

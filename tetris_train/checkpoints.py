@@ -699,7 +699,7 @@ def _read_npy_into(data: bytes, target: np.ndarray, file: Path) -> None:
                 shape, fortran, dtype = header(stream)
             if dtype.hasobject or fortran or dtype != target.dtype or tuple(shape) != target.shape:
                 raise CheckpointError(f"{file}: {dtype}{list(shape)}, expected {target.dtype}{list(target.shape)}")
-            view, done = memoryview(target).cast("B"), 0
+            view, done = (memoryview(target).cast("B") if target.nbytes else memoryview(b"")), 0  # an empty entry
             while done < len(view):
                 got = stream.readinto(view[done:])
                 if not got:

@@ -49,6 +49,9 @@ class AgentConfig:
         double_q: Double DQN targets (the online network picks, the target network scores).
         loss: the TD loss: huber (SB3's smooth L1, which moves a value toward the median of its
             targets once errors exceed 1) or mse (squared error: toward their mean).
+        expected_target: the TD target averages the next board's value over the seven pieces that
+            may come (exact with env.randomizer=uniform and env.preview=0, which it needs) instead of
+            using the piece that came; about seven times the target's work.
         max_grad_norm: gradient norm clipping.
         device: auto, cpu, cuda or cuda:N.
         torch_threads: CPU threads torch may use.
@@ -72,6 +75,7 @@ class AgentConfig:
     tau: float = 0.2
     double_q: bool = True
     loss: str = "huber"
+    expected_target: bool = False
     max_grad_norm: float = 10.0
     device: str = "auto"
     torch_threads: int = 1
@@ -109,6 +113,7 @@ class AgentConfig:
             _check(is_number(value) and 0 <= value <= 1, name, f"a number with 0 <= {name} <= 1")
         _check(is_number(self.tau) and 0 < self.tau <= 1, "tau", "a number with 0 < tau <= 1")
         _check(isinstance(self.double_q, bool), "double_q", "true or false")
+        _check(isinstance(self.expected_target, bool), "expected_target", "true or false")
         _check(self.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
         _check(is_number(self.max_grad_norm) and self.max_grad_norm > 0, "max_grad_norm", "a number > 0")
         sizes = self.net_arch
@@ -268,6 +273,18 @@ class TrainingConfig:
                 self.agent.policy,
                 f"MlpPolicy with env.observation={self.env.observation} (the afterstate policy needs afterstates)",
             )
+        if self.agent.expected_target and (
+            self.agent.policy != "afterstate" or self.env.randomizer != "uniform" or self.env.preview != 0
+        ):
+            raise ConfigError(
+                "AgentConfig",
+                "expected_target",
+                self.agent.expected_target,
+                "false, or true with agent.policy=afterstate, env.randomizer=uniform and env.preview=0 (the "
+                "next piece any of the seven, equally likely: env=classic_small or env=classic); here "
+                f"agent.policy={self.agent.policy}, env.randomizer={self.env.randomizer}, "
+                f"env.preview={self.env.preview}",
+            )
         # configs built from plain dicts (from_dict, OmegaConf.to_object) arrive as dataclasses already
         if self.agent.learning_starts >= self.schedule.max_timesteps:
             raise ConfigError(
@@ -325,7 +342,7 @@ class TrainingConfig:
 
 # Keys added after runs were first saved, with the value that does what runs saved without them did.
 _KEYS_ADDED = {
-    "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1, "loss": "huber"},
+    "agent": {"learning_rate_end": None, "double_q": False, "n_steps": 1, "loss": "huber", "expected_target": False},
     "env": {"randomizer": "bag", "hole_features": False},
     "schedule": {"eval_max_pieces": None, "objective": "best", "stop_at_cap": 0},
 }

@@ -17,6 +17,8 @@ from gymnasium import spaces
 from numba import njit
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 
+from .env.pieces import MAX_ROTATIONS, N_PIECES, every_placement
+
 
 class AfterstateReplayBufferSamples(NamedTuple):
     """A batch for the afterstate update.
@@ -60,6 +62,10 @@ class AfterstateReplayBuffer(ReplayBuffer):
     each feature is a half-integer count over its divisor, and decoding repeats the environment's own
     float64 division, so samples equal the observations bit for bit (checked on every ``add``).
     Samples are drawn with the same random numbers as SB3's. A checkpoint holds only the filled part.
+
+    ``every_piece``: for expected TD targets (``agent.expected_target``), ``next_observations`` holds
+    the next board's rows for every piece instead of the drawn one's (``info["every_piece_afterstates"]``,
+    ``TetrisEnv.report_every_piece``), and ``piece_rows`` says which rows are whose; there are no masks.
     """
 
     _ARRAYS = ("taken_rows", "next_observations", "next_action_masks", "actions", "rewards", "dones", "timeouts")
@@ -76,6 +82,7 @@ class AfterstateReplayBuffer(ReplayBuffer):
         feature_scale: Optional[np.ndarray] = None,
         n_steps: int = 1,
         gamma: float = 0.99,
+        every_piece: bool = False,
     ):
         if optimize_memory_usage or not handle_timeout_termination:
             raise ValueError("AfterstateReplayBuffer always handles timeouts and needs no optimize_memory_usage")
@@ -86,21 +93,29 @@ class AfterstateReplayBuffer(ReplayBuffer):
         self.handle_timeout_termination = True
         self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.code_dtype, self.code_divisor = feature_codes(observation_space, feature_scale)
-        for name, (shape, dtype) in self._layout(observation_space, action_space, feature_scale).items():
+        self.every_piece = bool(every_piece)
+        self.piece_rows = every_piece_rows(int(action_space.n)) if every_piece else None
+        layout = self._layout(observation_space, action_space, feature_scale, every_piece)
+        for name, (shape, dtype) in layout.items():
             fill = np.ones if name == "next_action_masks" else np.zeros  # no mask: every row counts
             setattr(self, name, fill((self.buffer_size, n_envs, *shape), dtype))
 
     @staticmethod
     def _layout(
-        observation_space: spaces.Box, action_space: spaces.Discrete, feature_scale: Optional[np.ndarray]
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        feature_scale: Optional[np.ndarray],
+        every_piece: bool = False,
     ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of each array's entry for one transition (of one environment)."""
         n_rows, n_features = observation_space.shape
         codes = feature_codes(observation_space, feature_scale)[0]
+        if every_piece:  # every piece's distinct placements instead; no masks needed
+            n_rows = len(every_placement(int(action_space.n) // MAX_ROTATIONS)[0])
         return {
             "taken_rows": ((n_features,), codes),
             "next_observations": ((n_rows, n_features), codes),
-            "next_action_masks": ((int(action_space.n),), np.dtype(bool)),
+            "next_action_masks": ((0 if every_piece else int(action_space.n),), np.dtype(bool)),
             "actions": ((1,), np.dtype(ReplayBuffer._maybe_cast_dtype(action_space.dtype))),
             "rewards": ((), np.dtype(np.float32)),
             "dones": ((), np.dtype(np.float32)),
@@ -109,10 +124,14 @@ class AfterstateReplayBuffer(ReplayBuffer):
 
     @classmethod
     def transition_bytes(
-        cls, observation_space: spaces.Box, action_space: spaces.Discrete, feature_scale: Optional[np.ndarray]
+        cls,
+        observation_space: spaces.Box,
+        action_space: spaces.Discrete,
+        feature_scale: Optional[np.ndarray],
+        every_piece: bool = False,
     ) -> int:
         """Memory one transition takes (per environment)."""
-        layout = cls._layout(observation_space, action_space, feature_scale).values()
+        layout = cls._layout(observation_space, action_space, feature_scale, every_piece).values()
         return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout)
 
     def encode(self, rows: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -140,10 +159,19 @@ class AfterstateReplayBuffer(ReplayBuffer):
         obs = np.asarray(obs).reshape((self.n_envs, *self.obs_shape))
         pos = self.pos
         self.encode(obs[np.arange(self.n_envs), action[:, 0]], out=self.taken_rows[pos])
-        self.encode(np.asarray(next_obs).reshape(obs.shape), out=self.next_observations[pos])
-        for i, info in enumerate(infos):
-            mask = info.get("action_mask")
-            self.next_action_masks[pos, i] = True if mask is None else mask
+        if self.every_piece:
+            for i, info in enumerate(infos):
+                if "every_piece_afterstates" not in info:
+                    raise ValueError(
+                        "AfterstateReplayBuffer(every_piece=True) needs info['every_piece_afterstates'] "
+                        "from each step: call TetrisEnv.report_every_piece() on the training envs"
+                    )
+                self.encode(info["every_piece_afterstates"], out=self.next_observations[pos, i])
+        else:
+            self.encode(np.asarray(next_obs).reshape(obs.shape), out=self.next_observations[pos])
+            for i, info in enumerate(infos):
+                mask = info.get("action_mask")
+                self.next_action_masks[pos, i] = True if mask is None else mask
         self.actions[pos] = action
         self.rewards[pos] = np.asarray(reward)
         self.dones[pos] = np.asarray(done)
@@ -237,6 +265,7 @@ class AfterstateReplayBuffer(ReplayBuffer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"every_piece": False, "piece_rows": None, **state}  # saved before every_piece existed
         self.__dict__.update(state)
         if "taken_rows" not in state:
             return  # the earlier form, with full observations: AfterstateDQN.load_replay_buffer converts it
@@ -247,6 +276,17 @@ class AfterstateReplayBuffer(ReplayBuffer):
                 whole = grown((self.buffer_size, *array.shape[1:]), array.dtype)
                 whole[: array.shape[0]] = array
                 setattr(self, name, whole)
+
+
+def every_piece_rows(n_actions: int) -> np.ndarray:
+    """Where each piece's rows lie among every piece's placements (``pieces.every_placement``):
+    int64 ``(n_pieces, most placements)``, row ``p`` listing piece ``p``'s, padded with its first
+    (a repeat changes neither a maximum nor the row an argmax picks)."""
+    pieces = every_placement(n_actions // MAX_ROTATIONS)[0]
+    starts = [int(np.flatnonzero(pieces == p)[0]) for p in range(N_PIECES)]
+    counts = np.bincount(pieces, minlength=N_PIECES)
+    widest = int(counts.max())
+    return np.array([[s + k if k < c else s for k in range(widest)] for s, c in zip(starts, counts)], np.int64)
 
 
 @njit(cache=True)
@@ -272,7 +312,7 @@ def check_memory(config: Any) -> None:
     env = TetrisEnv(config.env)
     if config.agent.policy == "afterstate":
         need = config.agent.buffer_size * AfterstateReplayBuffer.transition_bytes(
-            env.observation_space, env.action_space, env.feature_scale
+            env.observation_space, env.action_space, env.feature_scale, config.agent.expected_target
         )
     else:
         need = 2 * config.agent.buffer_size * int(np.prod(env.observation_space.shape)) * 4  # SB3's: obs + next obs

@@ -265,6 +265,20 @@ def afterstate_features(rows, heights, width, board_height, n_filled, piece, can
 
 
 @njit(cache=True)
+def placement_afterstates(rows, heights, width, board_height, n_filled, pieces, actions, preview, scale):
+    """The afterstate rows of the placements ``(pieces[k], actions[k])`` on one board, float32
+    ``(len(actions), n_features)``, laid out as :func:`afterstate_features` lays out a row."""
+    out = np.empty((actions.shape[0], scale.shape[0]), np.float32)
+    stack_top = _stack_top(heights, width)
+    tmp = _scratch(width, board_height, scale.shape[0])
+    for k in range(actions.shape[0]):
+        _afterstate_row(
+            rows, heights, width, board_height, stack_top, n_filled, pieces[k], actions[k], preview, scale, tmp, out[k]
+        )
+    return out
+
+
+@njit(cache=True)
 def distinct_afterstates(rows, heights, n_filled, current, preview, games, distinct, n_distinct, board_height, scale):
     """The afterstate rows of the distinct placements only, of several games at once.
 

@@ -109,3 +109,12 @@ def placement_tables(board_width: int) -> tuple[np.ndarray, np.ndarray, list[np.
     mask = canonical == np.arange(n_actions)[None, :]
     distinct = [np.flatnonzero(mask[p]).astype(np.int64) for p in range(N_PIECES)]
     return canonical, mask, distinct
+
+
+def every_placement(board_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every piece's distinct placements on a board ``board_width`` columns wide, as
+    two int64 arrays ``(pieces, actions)``: piece 0's distinct actions first, then piece 1's, and
+    so on, each piece's in increasing order (the layout of ``info["every_piece_afterstates"]``)."""
+    distinct = placement_tables(board_width)[2]
+    pieces = np.concatenate([np.full(len(d), p, np.int64) for p, d in enumerate(distinct)])
+    return pieces, np.concatenate(distinct).astype(np.int64)

@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from . import engine
 from .config import EnvConfig
-from .pieces import MAX_ROTATIONS, N_PIECES, PIECE_NAMES, deal, placement_tables
+from .pieces import MAX_ROTATIONS, N_PIECES, PIECE_NAMES, deal, every_placement, placement_tables
 from .render import board_to_rgb, game_to_text
 
 SCORE_TABLE: tuple[int, ...] = tuple(int(points) for points in engine.SCORE_TABLE)  # for clearing 0-4 lines
@@ -62,6 +62,9 @@ class TetrisEnv(gym.Env):
         else:
             size = self.width * self.height + N_PIECES * (1 + config.preview)
             self.observation_space = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+
+        self._every_placement = every_placement(self.width)
+        self._reports_every_piece = False
 
         self._line_rewards = tuple(config.line_rewards)
         self._colors = np.zeros((self.height, self.width), np.uint8)  # row 0 at the floor
@@ -119,7 +122,10 @@ class TetrisEnv(gym.Env):
             self._advance_queue()
         truncated = not terminated and self._pieces >= self.config.max_pieces
         self._episode_over = terminated or truncated
-        return self._observe(), reward, terminated, truncated, self._info(lines)
+        info = self._info(lines)
+        if self._reports_every_piece:
+            info["every_piece_afterstates"] = self.every_piece_afterstates()
+        return self._observe(), reward, terminated, truncated, info
 
     def render(self) -> Optional[str | np.ndarray]:
         if self.render_mode == "ansi":
@@ -199,6 +205,36 @@ class TetrisEnv(gym.Env):
         piece = self._current
         return engine.dellacherie_features(
             self._rows, self._heights, self.width, self.height, piece, self._canonical[piece], self._distinct[piece]
+        )
+
+    def report_every_piece(self, on: bool = True) -> None:
+        """Whether each step's info carries ``every_piece_afterstates``: the afterstate rows of every
+        piece's distinct placements on the board the step left (layout: ``pieces.every_placement``).
+        With uniform pieces and no preview they give the exact expectation of the next state's
+        value over the piece to come (``agent.expected_target``). Off by default: it costs about
+        seven observations per step."""
+        if on and (self.config.observation != "afterstates" or self.config.preview != 0):
+            raise ValueError(
+                "every piece's afterstates need env.observation=afterstates and env.preview=0, not "
+                f"{self.config.observation} and {self.config.preview}"
+            )
+        self._reports_every_piece = bool(on)
+
+    def every_piece_afterstates(self) -> np.ndarray:
+        """The afterstate rows, float32 ``(n_placements, n_features)``, of every piece's distinct
+        placements on the board as it is, whatever the current piece: the rows the observation
+        would hold if each piece were the current one (with the preview as it is)."""
+        pieces, actions = self._every_placement
+        return engine.placement_afterstates(
+            self._rows,
+            self._heights,
+            self.width,
+            self.height,
+            self._n_filled,
+            pieces,
+            actions,
+            self._preview,
+            self.feature_scale,
         )
 
     def observe(self) -> np.ndarray:
