@@ -32,16 +32,39 @@ PUBLISHED = {  # mean lines per game: (10 x 10, 10 x 20)
 
 
 def evaluate_all(runs: list[Path], env: str, episodes: int, seed: int, max_pieces: int, jobs: int = 1) -> list[dict]:
-    """Every run's ``best`` agent, Dellacherie's player and random play on the same games, ``jobs``
-    controllers at a time (one process each)."""
+    """Every run's ``best`` agent, Dellacherie's player and random play on the same games (the runs'
+    own game, or ``env``'s without runs), ``jobs`` controllers at a time (one process each)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    tasks = [("agent", str(run), env, episodes, seed, max_pieces) for run in runs]
-    tasks += [(player, None, env, episodes, seed, max_pieces) for player in ("dellacherie", "random")]
+    game = players_game(runs, env, max_pieces)
+    tasks = [("agent", str(run), episodes, seed, max_pieces, game) for run in runs]
+    tasks += [(player, None, episodes, seed, max_pieces, game) for player in ("dellacherie", "random")]
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         rows = list(pool.map(_evaluate_one, tasks))
-    width, height = rows[0]["board"]  # the runs' own game
-    return [{**{k: v for k, v in row.items() if k != "board"}, "width": width, "height": height} for row in rows]
+    return [{**row, "width": game["width"], "height": game["height"]} for row in rows]
+
+
+def players_game(runs: list[Path], env: str, max_pieces: int) -> dict:
+    """The game every controller plays, as an EnvConfig dict: the runs' (all must share its rules), or
+    ``env``'s when there are no runs."""
+    from tetris_train.checkpoints import read_metadata
+    from tetris_train.env import EnvConfig
+    from tetris_train.evaluate import resolve_agent_checkpoint
+
+    rules = ("width", "height", "randomizer", "preview")
+    games = {}
+    for run in runs:
+        saved = read_metadata(resolve_agent_checkpoint(str(run)))["config"]["env"]
+        games[run] = EnvConfig.from_dict({**saved, "max_pieces": max_pieces}).to_dict()
+    if not games:
+        height = {"classic_small": 10, "classic": 20}[env]
+        return EnvConfig(height=height, randomizer="uniform", preview=0, max_pieces=max_pieces).to_dict()
+    first = next(iter(games.values()))
+    for run, game in games.items():
+        if any(game[k] != first[k] for k in rules):
+            shown = ", ".join(f"{k}={game[k]}" for k in rules)
+            raise SystemExit(f"error: {run} plays another game ({shown}); the runs compared must share one")
+    return first
 
 
 def _evaluate_one(task: tuple) -> dict:
@@ -54,20 +77,17 @@ def _evaluate_one(task: tuple) -> dict:
     from tetris_train.evaluation import evaluate, model_policy
     from tetris_train.players import DellacheriePlayer, RandomPlayer
 
-    kind, run, env, episodes, seed, max_pieces = task
+    kind, run, episodes, seed, max_pieces, game = task
     torch.set_num_threads(1)
-    height = {"classic_small": 10, "classic": 20}[env]
-    config = EnvConfig(height=height, randomizer="uniform", preview=0, max_pieces=max_pieces)
-    board = (config.width, config.height)
+    config = EnvConfig.from_dict(game)
     if kind == "dellacherie":
-        result = evaluate(DellacheriePlayer(), config, episodes, seed)
-        return {"name": "Dellacherie (published player)", **result, "board": board}
+        return {"name": "Dellacherie (published player)", **evaluate(DellacheriePlayer(), config, episodes, seed)}
     if kind == "random":
-        return {"name": "random placements", **evaluate(RandomPlayer(seed), config, episodes, seed), "board": board}
+        return {"name": "random placements", **evaluate(RandomPlayer(seed), config, episodes, seed)}
     run = Path(run)
     checkpoint = resolve_agent_checkpoint(str(run))
     metadata = read_metadata(checkpoint)
-    config = EnvConfig.from_dict({**metadata["config"]["env"], "max_pieces": max_pieces})  # the run's own game
+    config = EnvConfig.from_dict({**metadata["config"]["env"], "max_pieces": max_pieces})  # its own rewards too
     result = evaluate(model_policy(load_model(checkpoint, device="cpu")), config, episodes, seed, progress=None)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     return {
@@ -75,7 +95,6 @@ def _evaluate_one(task: tuple) -> dict:
         **result,
         "minutes": summary.get("wall_seconds", float("nan")) / 60,
         "timesteps": summary.get("timesteps"),
-        "board": (config.width, config.height),
     }
 
 

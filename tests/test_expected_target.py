@@ -51,8 +51,9 @@ def test_each_step_reports_every_piece_only_when_asked():
     env.report_every_piece()
     info = played(env, 5, 0)
     assert np.array_equal(info["every_piece_afterstates"], env.every_piece_afterstates())
-    with pytest.raises(ValueError, match="env.preview=0"):
-        TetrisEnv(EnvConfig(preview=1)).report_every_piece()
+    for game in (EnvConfig(randomizer="uniform", preview=1), EnvConfig(preview=0)):  # a preview; the 7-bag
+        with pytest.raises(ValueError, match="env.preview=0 and env.randomizer=uniform"):
+            TetrisEnv(game).report_every_piece()
 
 
 def test_piece_rows_list_each_pieces_placements_padded_with_a_repeat():
@@ -65,7 +66,7 @@ def test_piece_rows_list_each_pieces_placements_padded_with_a_repeat():
         assert np.array_equal(index[piece, : len(own)], own) and (index[piece, len(own) :] == own[0]).all()
 
 
-def small_config(expected_target=True, double_q=True, **env) -> TrainingConfig:
+def small_config(expected_target=True, double_q=True, n_steps=1, **env) -> TrainingConfig:
     return TrainingConfig(
         agent=AgentConfig(
             buffer_size=1_000,
@@ -74,6 +75,7 @@ def small_config(expected_target=True, double_q=True, **env) -> TrainingConfig:
             net_arch=(16,),
             expected_target=expected_target,
             double_q=double_q,
+            n_steps=n_steps,
         ),
         env=uniform(width=10, height=10, max_pieces=60, **env),
         schedule=ScheduleConfig(max_timesteps=2_000),
@@ -114,7 +116,8 @@ def expected_update_by_hand(twin, batch, double_q):
                 values.append(target.max(dim=1).values)
         values = torch.stack(values, dim=1)  # (batch, pieces)
         assert not torch.allclose(values[:, 0], values[:, 4])  # the pieces' values differ: the mean matters
-        target = batch.rewards + (1 - batch.dones) * twin.gamma * values.mean(dim=1, keepdim=True)
+        discounts = twin.gamma if batch.discounts is None else batch.discounts
+        target = batch.rewards + (1 - batch.dones) * discounts * values.mean(dim=1, keepdim=True)
     current = twin.q_net.q_net(batch.taken_rows)
     error = torch.nn.functional.smooth_l1_loss(current, target)
     twin.policy.optimizer.zero_grad()
@@ -123,9 +126,9 @@ def expected_update_by_hand(twin, batch, double_q):
     twin.policy.optimizer.step()
 
 
-@pytest.mark.parametrize("double_q", [True, False])
-def test_the_expected_target_is_the_mean_over_pieces_of_each_pieces_best_placement(double_q):
-    config = small_config(double_q=double_q)
+@pytest.mark.parametrize("double_q, n_steps", [(True, 1), (False, 1), (True, 3)])
+def test_the_expected_target_is_the_mean_over_pieces_of_each_pieces_best_placement(double_q, n_steps):
+    config = small_config(double_q=double_q, n_steps=n_steps)
     model = TetrisAgent(make_env(config.env)(), config).train(400).model
     with torch.no_grad():  # make the two networks disagree
         for p in model.q_net_target.parameters():
@@ -149,6 +152,28 @@ def test_expected_targets_resume_exactly(tmp_path):
     resumed.train(300)
     for a, b in zip(one_go.model.policy.parameters(), resumed.model.policy.parameters(), strict=True):
         assert np.array_equal(a.detach().numpy(), b.detach().numpy())
+
+
+def test_a_buffer_without_every_pieces_rows_is_refused_in_one_line():
+    config = small_config()
+    model = TetrisAgent(make_env(config.env)(), config).train(200).model
+    model.replay_buffer.every_piece = False
+    with pytest.raises(ValueError, match="every_piece=True"):
+        model.train(gradient_steps=1, batch_size=16)
+
+
+def test_a_checkpoint_trained_with_expected_targets_plays_without_an_env(tmp_path):
+    from tetris_train.agent import load_model
+    from tetris_train.evaluation import evaluate, model_policy
+
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config).train(300)
+    agent.save_checkpoint(tmp_path / "ckpt")
+    model = load_model(tmp_path / "ckpt", device="cpu")
+    assert model.expected_target and model.get_env() is None
+    obs = TetrisEnv(config.env).reset(seed=0)[0]
+    assert np.array_equal(model.predict(obs)[0], agent.model.predict(obs)[0])
+    assert evaluate(model_policy(model), config.env, 2, seed=5)["episodes"] == 2
 
 
 @pytest.mark.parametrize(

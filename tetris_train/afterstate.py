@@ -5,7 +5,8 @@ MLP scores every row, and the row scores are the Q-values. SB3's DQN trains it w
 network, TD target and loss. :class:`AfterstateDQN` skips work that cannot change an update: the
 online network scores only the taken action's row, and the target network scores only the rows of
 distinct placements (several actions can leave the same board). :class:`AfterstateReplayBuffer`
-keeps just what that update reads, as small integers: a quarter of SB3's buffer.
+keeps just what that update reads, as small integers: a quarter of SB3's buffer (with expected
+targets, every piece's rows of the next board instead: about as much as SB3's).
 """
 
 from __future__ import annotations
@@ -252,6 +253,12 @@ class AfterstateDQN(DQN):
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         lean = isinstance(self.policy, AfterstatePolicy) and isinstance(self.replay_buffer, AfterstateReplayBuffer)
+        if self.expected_target and not (lean and self.replay_buffer.every_piece):
+            raise ValueError(
+                "expected_target needs an AfterstateReplayBuffer with every_piece=True (every piece's rows), "
+                f"not a {type(self.replay_buffer).__name__}"
+                + (" without them" if isinstance(self.replay_buffer, AfterstateReplayBuffer) else "")
+            )
         if not lean and not self.double_q and self.loss == "huber":
             return super().train(gradient_steps, batch_size)
         self.policy.set_training_mode(True)

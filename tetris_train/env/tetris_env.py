@@ -213,10 +213,11 @@ class TetrisEnv(gym.Env):
         With uniform pieces and no preview they give the exact expectation of the next state's
         value over the piece to come (``agent.expected_target``). Off by default: it costs about
         seven observations per step."""
-        if on and (self.config.observation != "afterstates" or self.config.preview != 0):
+        config = self.config
+        if on and (config.observation != "afterstates" or config.preview != 0 or config.randomizer != "uniform"):
             raise ValueError(
-                "every piece's afterstates need env.observation=afterstates and env.preview=0, not "
-                f"{self.config.observation} and {self.config.preview}"
+                "every piece's afterstates need env.observation=afterstates, env.preview=0 and "
+                f"env.randomizer=uniform, not {config.observation}, {config.preview} and {config.randomizer}"
             )
         self._reports_every_piece = bool(on)
 
