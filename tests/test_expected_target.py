@@ -8,8 +8,7 @@ import torch
 
 from tetris_train import AgentConfig, EnvConfig, ScheduleConfig, TetrisAgent, TrainingConfig
 from tetris_train.env import TetrisEnv, make_env
-from tetris_train.env.pieces import N_PIECES, every_placement
-from tetris_train.replay import every_piece_rows
+from tetris_train.env.pieces import N_PIECES, every_piece_rows, every_placement
 from tetris_train.validation import ConfigError
 
 from .test_config import compose_config
@@ -58,7 +57,7 @@ def test_each_step_reports_every_piece_only_when_asked():
 
 def test_piece_rows_list_each_pieces_placements_padded_with_a_repeat():
     pieces = every_placement(10)[0]
-    index = every_piece_rows(40)
+    index = every_piece_rows(10)
     assert index.shape == (N_PIECES, 34)
     for piece in range(N_PIECES):
         own = np.flatnonzero(pieces == piece)

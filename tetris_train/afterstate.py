@@ -255,9 +255,8 @@ class AfterstateDQN(DQN):
         lean = isinstance(self.policy, AfterstatePolicy) and isinstance(self.replay_buffer, AfterstateReplayBuffer)
         if self.expected_target and not (lean and self.replay_buffer.every_piece):
             raise ValueError(
-                "expected_target needs an AfterstateReplayBuffer with every_piece=True (every piece's rows), "
-                f"not a {type(self.replay_buffer).__name__}"
-                + (" without them" if isinstance(self.replay_buffer, AfterstateReplayBuffer) else "")
+                "expected_target needs an AfterstateReplayBuffer with every_piece=True (every piece's rows); "
+                f"this model has a {type(self.replay_buffer).__name__} without them"
             )
         if not lean and not self.double_q and self.loss == "huber":
             return super().train(gradient_steps, batch_size)

@@ -355,7 +355,6 @@ def replay_buffer_kwargs(config: TrainingConfig, feature_scale: Optional[np.ndar
         kwargs["feature_scale"] = np.asarray(feature_scale, np.float64)
     if config.agent.policy == "afterstate":
         kwargs.update(n_step_arguments(config).get("replay_buffer_kwargs", {}))
-        kwargs["every_piece"] = config.agent.expected_target
     return kwargs
 
 

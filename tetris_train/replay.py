@@ -17,7 +17,7 @@ from gymnasium import spaces
 from numba import njit
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 
-from .env.pieces import MAX_ROTATIONS, N_PIECES, every_placement
+from .env.pieces import MAX_ROTATIONS, every_piece_rows, every_placement
 
 
 class AfterstateReplayBufferSamples(NamedTuple):
@@ -94,7 +94,7 @@ class AfterstateReplayBuffer(ReplayBuffer):
         self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.code_dtype, self.code_divisor = feature_codes(observation_space, feature_scale)
         self.every_piece = bool(every_piece)
-        self.piece_rows = every_piece_rows(int(action_space.n)) if every_piece else None
+        self.piece_rows = every_piece_rows(int(action_space.n) // MAX_ROTATIONS) if every_piece else None
         layout = self._layout(observation_space, action_space, feature_scale, every_piece)
         for name, (shape, dtype) in layout.items():
             fill = np.ones if name == "next_action_masks" else np.zeros  # no mask: every row counts
@@ -276,17 +276,6 @@ class AfterstateReplayBuffer(ReplayBuffer):
                 whole = grown((self.buffer_size, *array.shape[1:]), array.dtype)
                 whole[: array.shape[0]] = array
                 setattr(self, name, whole)
-
-
-def every_piece_rows(n_actions: int) -> np.ndarray:
-    """Where each piece's rows lie among every piece's placements (``pieces.every_placement``):
-    int64 ``(n_pieces, most placements)``, row ``p`` listing piece ``p``'s, padded with its first
-    (a repeat changes neither a maximum nor the row an argmax picks)."""
-    pieces = every_placement(n_actions // MAX_ROTATIONS)[0]
-    starts = [int(np.flatnonzero(pieces == p)[0]) for p in range(N_PIECES)]
-    counts = np.bincount(pieces, minlength=N_PIECES)
-    widest = int(counts.max())
-    return np.array([[s + k if k < c else s for k in range(widest)] for s, c in zip(starts, counts)], np.int64)
 
 
 @njit(cache=True)

@@ -118,3 +118,13 @@ def every_placement(board_width: int) -> tuple[np.ndarray, np.ndarray]:
     distinct = placement_tables(board_width)[2]
     pieces = np.concatenate([np.full(len(d), p, np.int64) for p, d in enumerate(distinct)])
     return pieces, np.concatenate(distinct).astype(np.int64)
+
+
+def every_piece_rows(board_width: int) -> np.ndarray:
+    """Where each piece's placements lie in :func:`every_placement`'s layout: int64
+    ``(N_PIECES, most placements)``, row ``p`` listing piece ``p``'s, padded with its first (a repeat
+    changes neither a maximum nor the row an argmax picks)."""
+    counts = np.bincount(every_placement(board_width)[0], minlength=N_PIECES)
+    starts = np.cumsum(counts) - counts
+    k = np.arange(counts.max())
+    return np.where(k[None, :] < counts[:, None], starts[:, None] + k[None, :], starts[:, None]).astype(np.int64)
