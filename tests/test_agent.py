@@ -46,6 +46,21 @@ def optimizer_moments(agent: TetrisAgent) -> list[np.ndarray]:
     return [v.numpy().copy() for s in state.values() for k, v in sorted(s.items()) if torch.is_tensor(v)]
 
 
+def test_training_as_a_library_writes_nothing_outside_its_run(tmp_path, monkeypatch):
+    """Without a logger of the caller's, records go nowhere: no folder under the temp directory,
+    where SB3's default logger makes one at every learn(), for an agent new or loaded."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    (tmp_path / "temp").mkdir()
+    config = small_config()
+    agent = TetrisAgent(make_env(config.env)(), config).train(300)
+    saved = agent.save_checkpoint(tmp_path / "checkpoint")
+    TetrisAgent.load_checkpoint(saved, make_env(config.env)()).train(300)
+    assert [p.name for p in (tmp_path / "temp").glob("SB3-*")] == []
+
+
 def test_agent_builds_dqn_from_the_config():
     from stable_baselines3 import DQN
 

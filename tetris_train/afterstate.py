@@ -17,6 +17,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
@@ -225,6 +226,9 @@ class AfterstateDQN(DQN):
             kwargs["every_piece"] = self.expected_target
             self.replay_buffer_kwargs = kwargs
         super()._setup_model()
+        # records go nowhere until the caller sets a logger (a run: metrics.csv and TensorBoard);
+        # SB3's own default makes a new folder under the temp directory at every learn()
+        self.set_logger(Logger(None, []))
         if self.expected_target and self.env is not None:
             self.env.env_method("report_every_piece", True)
 
