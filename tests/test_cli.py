@@ -95,6 +95,14 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
         ("-m --cfg job", ["Only one of --run, --multirun, --cfg"]),
         ("-m hparams_search=dqn_optuna hydra.sweeper.n_trials=0", ["hydra.sweeper.n_trials=0", "integer >= 1"]),
         ("-m hparams_search=dqn_optuna hydra/sweeper/pruner=gone", ["hydra/sweeper/pruner=gone", "median"]),
+        (
+            "-m hydra/launcher=slurm hydra.launcher.timeout_min=2 schedule=smoke seed=0,1",
+            ["hydra.launcher.signal_delay_s=120", "timeout_min=2 (120 s)", "fewer seconds than timeout_min x 60"],
+        ),
+        (
+            "-m hparams_search=dqn_optuna hydra/launcher=slurm hydra.launcher.timeout_min=1 schedule=smoke",
+            ["hydra.launcher.signal_delay_s=120", "timeout_min=1 (60 s)"],
+        ),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_status_2(tmp_path, override, must_say):

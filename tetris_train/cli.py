@@ -156,6 +156,12 @@ class BadInputExit(SystemExit):
         self.message = message
 
 
+def refuse(message: str) -> BadInputExit:
+    """A setting that cannot work, found past the config's own checks: printed as one line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return BadInputExit(message)
+
+
 class RunFailed(SystemExit):
     """Exit status 1 for a run stopped by a failure outside the program (a full disk, a read-only
     folder), carrying the one-line ``message`` already printed."""

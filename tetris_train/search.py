@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import threading
 import time
 import warnings
@@ -30,7 +29,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .cli import BadInputExit, JobFailed, unparsable_override
+from .cli import JobFailed, refuse, unparsable_override
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +77,6 @@ class OptunaSearchConfig:
     params: Optional[dict[str, str]] = None
     heartbeat_s: int = 60
     trial: Optional[int] = None
-
-
-def refuse(message: str) -> BadInputExit:
-    """A search setting that cannot work: printed as one line, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    return BadInputExit(message)
 
 
 def import_optuna() -> Any:

@@ -100,12 +100,30 @@ def quiet_sacct_warnings() -> None:
         submitit_log.addFilter(SacctWarningOnce())
 
 
+def check_time_limit(launcher: DictConfig) -> None:
+    """A cluster job is signalled ``signal_delay_s`` before its time limit to checkpoint and be
+    requeued: a signal due before the job starts would requeue it at once, again and again, with
+    nothing trained. Refused (one line, exit status 2) before any job is submitted."""
+    timeout_min, delay_s = launcher.get("timeout_min"), launcher.get("signal_delay_s")
+    if timeout_min is None or delay_s is None or delay_s < timeout_min * 60:
+        return
+    from .cli import refuse
+
+    raise refuse(
+        f"hydra.launcher.signal_delay_s={delay_s}: a job is signalled that many seconds before its time "
+        f"limit, hydra.launcher.timeout_min={timeout_min} ({timeout_min * 60} s), so it would stop before "
+        f"training anything; allowed: fewer seconds than timeout_min x 60 (leave minutes for training)"
+    )
+
+
 class SweepFolderCallback(Callback):
-    """A Hydra callback that names the sweep folder when a multirun ends, with the report command."""
+    """A Hydra callback that checks the launcher's time limit when a multirun starts (before any
+    job is submitted) and names the sweep folder when it ends, with the report command."""
 
     folder: Optional[str] = None  # the current multirun's, for a message when the sweep fails
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_time_limit(config.hydra.launcher)
         SweepFolderCallback.folder = str(config.hydra.sweep.dir)
         quiet_sacct_warnings()
 
