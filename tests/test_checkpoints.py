@@ -330,7 +330,7 @@ def test_an_earlier_checkpoint_continues_exactly_as_its_version_did(tmp_path, fo
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_always_resumes(tmp_path):
-    """12 times: train in a run folder, SIGKILL the process at a random moment of its training
+    """8 times: train in a run folder, SIGKILL the process at a random moment of its training
     (checkpoints are written about every half second, so many kills land inside one), check that
     every listed checkpoint is whole, and continue in the same folder from the newest."""
     from tetris_train.run_folder import find_checkpoints
@@ -350,7 +350,7 @@ def test_kill_9_at_random_moments_always_resumes(tmp_path):
 
     rng = np.random.default_rng(7)
     reached = 0
-    for _ in range(12):
+    for _ in range(8):
         process = subprocess.Popen(
             command(1_000_000), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

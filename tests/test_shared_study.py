@@ -24,7 +24,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-N_TRIALS = 6
+N_TRIALS = 4
 STUDY = "shared"
 
 
