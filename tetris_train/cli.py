@@ -187,8 +187,7 @@ def bad_input_exits(
         message = describe_error(error, overrides, schema)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        raise BadInputExit(message) from None
+        raise refuse(message) from None
 
 
 class ResumeError(ValueError):
